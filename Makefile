@@ -1,0 +1,58 @@
+# The few commands everyone uses. `make test` and `make demo` work on a fresh machine with only
+# Python >= 3.11 and pip: they create .venv, install torch==2.13.0 first (a CPU wheel; a bare
+# `torch` would pull a multi-GB CUDA build), then toolrl with its test extras.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install system-deps demo test test-fast lint format bench clean
+
+install: $(STAMP)
+
+# Re-runs only when the project's dependencies change, so a second `make test` starts in seconds.
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,lora]'
+	@touch $(STAMP)
+
+# bubblewrap gives the sandbox its strongest isolation level (user namespaces). Without it (or
+# without root to install it) the sandbox falls back to Landlock + seccomp; see `toolrl sandbox info`.
+system-deps:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
+	    || echo "note: could not install bubblewrap; the sandbox will use its next isolation level"; \
+	  else \
+	    echo "note: bubblewrap not found; install it (apt-get install bubblewrap) for the strongest sandbox"; \
+	  fi; \
+	fi
+
+# The main job: until the embedded demo exists, a real smoke run of what exists.
+demo: install
+	$(BIN)/toolrl demo
+
+# The whole suite, slow tests included (GPU tests skip themselves without a GPU).
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check toolrl tests benchmarks
+	$(BIN)/ruff format --check toolrl tests benchmarks
+
+format: install
+	$(BIN)/ruff format toolrl tests benchmarks
+	$(BIN)/ruff check --fix toolrl tests benchmarks
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,39 @@
+"""Shared test set-up: GPU tests skip without a GPU; hypothesis is derandomized in CI."""
+
+import os
+
+import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a red build is reproducible); locally hypothesis explores.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none present)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The embedded tokenizer + tiny Qwen3, written once per test session."""
+    from toolrl.models.tiny import write_tiny
+
+    return write_tiny(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from toolrl.models.tiny import build_tokenizer
+
+    return build_tokenizer()

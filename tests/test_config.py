@@ -1,0 +1,148 @@
+"""Typed configuration: recipes, base chains, overrides, and errors that say what and where."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toolrl.cli import main as cli_main
+from toolrl.config import Config, ConfigError, from_dict, load_config, load_recipe
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def flat(config: Config) -> dict[str, object]:
+    return {
+        f"{section}.{key}": value
+        for section, values in config.to_dict().items()
+        for key, value in values.items()
+    }
+
+
+def test_defaults_are_the_papers_recipe():
+    c = Config()
+    assert (c.algorithm.clip_ratio_low, c.algorithm.clip_ratio_high) == (0.2, 0.28)
+    assert c.algorithm.clip_ratio_c == 10.0 and c.algorithm.loss_agg_mode == "token-mean"
+    assert c.rollout.n == 16 and c.rollout.max_turns == 16
+    assert c.rollout.max_response_length == 20480 and c.reward.overlong_buffer == 4096
+    assert c.rollout.tool_output_max_chars == 256
+    assert c.trainer.lr == 1e-6 and c.algorithm.kl_coef == 0.0
+    assert (c.eval.k, c.eval.temperature, c.eval.top_p) == (32, 1.0, 0.6)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_loads_and_round_trips(recipe):
+    config = load_config(recipe)
+    again = from_dict(yaml.safe_load(config.to_yaml()))
+    assert again == config
+
+
+def test_override_changes_exactly_one_field():
+    base = flat(load_config(RECIPES / "demystify_qwen3_4b.yaml"))
+    changed = flat(
+        load_config(RECIPES / "demystify_qwen3_4b.yaml", ["algorithm.clip_ratio_high=0.315"])
+    )
+    diff = {k for k in base if base[k] != changed[k]}
+    assert diff == {"algorithm.clip_ratio_high"}
+    assert changed["algorithm.clip_ratio_high"] == 0.315
+
+
+def test_overrides_parse_lists_bools_and_keep_strings():
+    c = load_config(
+        None,
+        [
+            "data.train_files=[a.parquet, b.jsonl]",
+            "reward.tool_shaping=false",
+            "trainer.run_name=1e-3",
+            "eval.benchmarks={aime24: x.parquet}",
+        ],
+    )
+    assert c.data.train_files == ["a.parquet", "b.jsonl"]
+    assert c.reward.tool_shaping is False
+    assert c.trainer.run_name == "1e-3"
+    assert c.eval.benchmarks == {"aime24": "x.parquet"}
+
+
+def test_variant_recipes_differ_from_their_base_only_where_they_say():
+    tcr = flat(load_config("demystify_qwen3_4b"))
+    grpo_t = flat(load_config("grpo_t"))
+    diff = {k for k in tcr if tcr[k] != grpo_t[k]}
+    assert diff == {"algorithm.clip_ratio_high", "reward.overlong_shaping", "trainer.run_name"}
+    scr = load_config("grpo_scr")
+    assert scr.algorithm.policy_loss == "gspo"
+    assert (scr.algorithm.clip_ratio_low, scr.algorithm.clip_ratio_high) == (3e-4, 4e-4)
+
+
+def test_misspelt_override_suggests_the_closest_key():
+    with pytest.raises(ConfigError, match=r"did you mean `algorithm\.clip_ratio_high`"):
+        load_config(None, ["algorithm.clip_ratio_hihg=0.3"])
+    with pytest.raises(ConfigError, match=r"did you mean `algorithm`"):
+        load_config(None, ["algoritm.clip_ratio_high=0.3"])
+
+
+def test_misspelt_key_in_a_recipe_names_the_file_and_suggests(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("rollout:\n  temprature: 0.7\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe)
+    assert str(recipe) in str(err.value)
+    assert "`rollout.temprature`" in str(err.value)
+    assert "did you mean `rollout.temperature`" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("rollout:\n  n: sixteen\n", "rollout.n"),
+        ("rollout:\n  n: 2.5\n", "rollout.n"),
+        ("reward:\n  tool_shaping: 1\n", "reward.tool_shaping"),
+        ("algorithm:\n  loss_agg_mode: token_mean\n", "algorithm.loss_agg_mode"),
+        ("data:\n  train_files: a.parquet\n", "data.train_files"),
+        ("trainer: 3\n", "trainer"),
+    ],
+)
+def test_wrong_type_fails_with_the_key_path(tmp_path, text, path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=rf"`{path}`"):
+        load_config(recipe)
+
+
+def test_int_is_accepted_where_a_float_is_expected():
+    assert load_config(None, ["algorithm.clip_ratio_c=3"]).algorithm.clip_ratio_c == 3.0
+
+
+def test_cross_field_checks_name_the_keys():
+    with pytest.raises(ConfigError, match="overlong_buffer"):
+        load_config(None, ["reward.overlong_buffer=30000"])
+    with pytest.raises(ConfigError, match="train_batch_size"):
+        load_config(None, ["data.train_batch_size=10"])
+    with pytest.raises(ConfigError, match="clip_ratio_low"):
+        load_config(None, ["algorithm.clip_ratio_low=1.5"])
+
+
+def test_base_chains_merge_and_loops_fail(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nrollout:\n  n: 4\n")
+    (tmp_path / "b.yaml").write_text("rollout:\n  n: 8\n  max_turns: 3\n")
+    data = load_recipe(tmp_path / "a.yaml")
+    assert data == {"rollout": {"n": 4, "max_turns": 3}}
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+def test_malformed_override_and_missing_recipe():
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        load_config(None, ["clip_ratio_high=0.3"])
+    with pytest.raises(ConfigError, match="recipe not found"):
+        load_config("no_such_recipe")
+
+
+def test_config_show_cli(capsys):
+    assert (
+        cli_main(["config", "show", "demystify_qwen3_4b", "algorithm.clip_ratio_high=0.315"]) == 0
+    )
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["algorithm"]["clip_ratio_high"] == 0.315
+    assert cli_main(["config", "show", "demystify_qwen3_4b", "algorithm.clip_ratio_hihg=0.3"]) == 2
+    assert "did you mean `algorithm.clip_ratio_high`" in capsys.readouterr().err

@@ -1,0 +1,468 @@
+"""Typed configuration: dataclass sections, YAML recipes, dotted overrides.
+
+A recipe is a YAML file whose top-level keys are the sections below (`model`, `data`, `rollout`,
+`algorithm`, `reward`, `trainer`, `eval`). A recipe may start from another one with
+`base: other.yaml` (a path relative to the recipe) and override only what differs, so a variant
+such as GRPO-T is a few lines. Command-line overrides use dotted keys:
+`algorithm.clip_ratio_high=0.315`. Values are parsed as YAML scalars and type-checked against the
+dataclass field; an unknown key fails with the closest valid name.
+
+Every default is the paper's (arXiv 2510.11701, Open-AgentRL's GRPO-TCR recipe for Qwen3-4B)
+unless its comment says otherwise, so `Config()` *is* the paper's RL recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+SECTIONS = ("model", "data", "rollout", "algorithm", "reward", "trainer", "eval")
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema; the message says what, where and why."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny"
+    """Local path of an HF checkpoint, or `tiny` for the embedded model toolrl builds itself.
+    Nothing is downloaded: a hub name that is not a local directory is an error."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    """Parameter dtype for training and rollout. The paper trains in bf16; on CPU use float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (slower)."""
+    lora_rank: int = 0
+    """0 trains all weights (the paper); > 0 trains LoRA adapters of this rank through peft."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (effective scale lora_alpha / lora_rank)."""
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Module names LoRA adapts (Qwen-family attention projections by default)."""
+
+
+@dataclass
+class DataConfig:
+    train_files: list[str] = field(default_factory=list)
+    """RL: Open-AgentRL-30K / verl-schema parquet or jsonl. SFT: `messages` + `tools` rows."""
+    val_files: list[str] = field(default_factory=list)
+    """Held-out files evaluated every `trainer.val_every` steps (same schema as train_files)."""
+    train_batch_size: int = 64
+    """Prompts per RL step (the paper: 64 prompts × 16 rollouts = 1024 trajectories)."""
+    max_prompt_length: int = 2560
+    """Prompts longer than this many tokens are dropped and counted, never silently truncated."""
+    shuffle: bool = True
+    """Shuffle the training order each epoch (the order is part of the checkpoint)."""
+
+
+@dataclass
+class RolloutConfig:
+    engine: Literal["hf", "vllm", "openai"] = "vllm"
+    """Generation backend: `hf` (transformers, CPU or GPU), `vllm` (GPU extra), `openai` (a server)."""
+    n: int = 16
+    """Rollouts per prompt: the GRPO group size."""
+    temperature: float = 1.0
+    """Sampling temperature for training rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling for training rollouts (1.0 = off)."""
+    top_k: int = 0
+    """Top-k sampling for training rollouts (0 = off)."""
+    max_turns: int = 16
+    """Assistant turns per trajectory before it stops with `max_turns`."""
+    max_response_length: int = 20480
+    """Token budget of the whole response: sampled tokens and tool observations, as the paper counts."""
+    max_tokens_per_turn: int = 0
+    """Cap on one generation call (0 = only the remaining response budget limits it)."""
+    max_parallel_calls: int = 1
+    """Tool calls executed per assistant turn (the paper: 1); extra calls become an error observation."""
+    tool_output_max_chars: int = 256
+    """Tool observations are middle-truncated to this many characters before the model sees them."""
+    tool_timeout: float = 30.0
+    """Wall-clock seconds a code_interpreter call may run (SandboxFusion's default run_timeout)."""
+    tool_memory_mb: int = 1024
+    """Memory limit of one code_interpreter call."""
+    max_concurrent_tools: int = 64
+    """Tool calls in flight at once across all trajectories."""
+    trajectory_timeout: float = 0.0
+    """Wall-clock seconds one trajectory may take before it stops with `timeout` (0 = no limit)."""
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
+    """Advantage estimator: GRPO (r − mean)/(std + eps) over the group (the paper)."""
+    adv_eps: float = 1e-6
+    """The eps in the GRPO denominator."""
+    policy_loss: Literal["ppo_clip", "gspo"] = "ppo_clip"
+    """`ppo_clip` (token-level ratio: GRPO-T/TCR) or `gspo` (sequence-level ratio: GRPO-SCR)."""
+    clip_ratio_low: float = 0.2
+    """ε_low: the ratio is clipped below at 1 − ε_low."""
+    clip_ratio_high: float = 0.28
+    """ε_high: clip-higher, the ratio is clipped above at 1 + ε_high (the paper's final model: 0.315)."""
+    clip_ratio_c: float = 10.0
+    """Dual-clip constant c: for A < 0 the loss is bounded by c·|A| (PPO dual-clip, Ye et al. 2020)."""
+    loss_agg_mode: Literal[
+        "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
+    ] = "token-mean"
+    """How per-token losses become one number; token-mean over the mini-batch is the paper's `T`."""
+    kl_coef: float = 0.0
+    """Weight of a KL(π‖π_ref) loss term; 0 = no reference model (the paper)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Sample estimator of the KL term when kl_coef > 0."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight; 0 in the paper (entropy is logged and kept alive by clip-higher)."""
+    filter_groups: bool = False
+    """Drop groups whose rewards are all equal (DAPO dynamic sampling); off in the released recipe."""
+
+
+@dataclass
+class RewardConfig:
+    correct_score: float = 1.0
+    """Outcome reward of a correct answer."""
+    wrong_score: float = -1.0
+    """Outcome reward of a wrong or missing answer (code: −1 when no code block is found)."""
+    math_mode: Literal["strict", "equivalent"] = "strict"
+    """`strict`: exact string of the last \\boxed{} (the paper); `equivalent`: math-verify."""
+    overlong_shaping: bool = True
+    """DAPO soft overlong punishment on the response length."""
+    overlong_buffer: int = 4096
+    """L_buf: the penalty ramps from 0 at L_max − L_buf to −factor at L_max."""
+    overlong_penalty_factor: float = 1.0
+    """Size of the overlong penalty at L_max."""
+    tool_shaping: bool = True
+    """On a wrong answer with k completed tool calls: −1 + bonus·k, capped (released code meant it)."""
+    tool_shaping_bonus: float = 0.1
+    """Reward per completed tool call on a wrong answer."""
+    tool_shaping_cap: float = -0.6
+    """Upper bound of a shaped wrong-answer reward."""
+
+
+@dataclass
+class TrainerConfig:
+    run_name: str = "demystify"
+    """Run directory name under `output_dir`."""
+    output_dir: str = "runs"
+    """Where run directories are written."""
+    seed: int = 42
+    """Seeds data order, sampling and initialisation; the same seed gives the same run."""
+    total_steps: int = 0
+    """Optimizer steps to run (RL: one step = one batch of prompts); 0 = from `epochs`."""
+    epochs: int = 1
+    """Passes over the training data when total_steps is 0."""
+    lr: float = 1e-6
+    """Peak learning rate (AdamW)."""
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule after warmup."""
+    warmup_ratio: float = 0.0
+    """Fraction of the steps spent in linear warmup."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip."""
+    ppo_mini_batch_size: int = 16
+    """Prompts per policy update (× rollout.n trajectories); 64 / 16 = 4 updates a step."""
+    ppo_epochs: int = 1
+    """Passes over a step's trajectories."""
+    micro_batch_size: int = 4
+    """Trajectories per forward/backward; accumulation keeps the aggregation exact."""
+    max_length: int = 16384
+    """SFT: conversations are right-truncated to this many tokens (counted and reported)."""
+    val_every: int = 10
+    """Validate every this many steps (0 = never; always before the first and after the last)."""
+    save_every: int = 10
+    """Checkpoint every this many steps (0 = only at the end)."""
+    backend: Literal["local", "ray"] = "local"
+    """`local`: one process; `ray`: rollout, sandbox and training workers placed by Ray."""
+    nodes: int = 1
+    """Machines in a Ray run."""
+    gpus_per_node: int = 8
+    """GPUs per machine in a Ray run (the paper: 8)."""
+    loggers: list[str] = field(default_factory=lambda: ["console", "jsonl"])
+    """Metric sinks: console, jsonl (always written), tensorboard, wandb (offline works)."""
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: dict[str, str] = field(default_factory=dict)
+    """Benchmark name → local file (aime24, aime25, gpqa_diamond, livecodebench_v6, humaneval)."""
+    k: int = 32
+    """Samples per problem for avg@k / pass@k / maj@k."""
+    temperature: float = 1.0
+    """Validation sampling temperature (the paper: 1.0)."""
+    top_p: float = 0.6
+    """Validation nucleus sampling (the paper: 0.6)."""
+    bootstrap_resamples: int = 1000
+    """Resamples for the verl-style best@k / maj@k and for confidence intervals."""
+    bootstrap_seed: int = 42
+    """Seed of the bootstrap, as verl's."""
+
+
+@dataclass
+class Config:
+    """The whole configuration; every command reads the sections it needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a Config from plain data
+
+
+def from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
+    """Build a checked Config from nested plain data (as read from YAML)."""
+    config = _build(Config, data, path="", source=source)
+    validate(config, source=source)
+    return config
+
+
+def _build(cls: type, data: Any, *, path: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: `{path or '<top>'}` must be a mapping of keys, got {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key `{key_path}`{_suggest(key, names, path)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, path=key_path, source=source)
+        else:
+            kwargs[key] = _check_type(value, hint, key_path, source)
+    return cls(**kwargs)
+
+
+def _suggest(key: str, names: list[str], path: str) -> str:
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+    prefix = f"{path}." if path else ""
+    if close:
+        return f"; did you mean `{prefix}{close[0]}`?"
+    return f"; valid keys: {', '.join(names)}"
+
+
+def _check_type(value: Any, hint: Any, path: str, source: str) -> Any:
+    """Return `value` if it fits `hint` (int is accepted for float), else raise with the key path."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: `{path}` must be {expected}, got {value!r} ({type(value).__name__})"
+        )
+
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _check_type(value, arg, path, source)
+            except ConfigError:
+                continue
+        raise fail(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail(f"a list of {args[0].__name__}")
+        return [_check_type(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return {
+            _check_type(k, args[0], f"{path} key", source): _check_type(
+                v, args[1], f"{path}.{k}", source
+            )
+            for k, v in value.items()
+        }
+    if hint is type(None):
+        if value is not None:
+            raise fail("null")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise ConfigError(f"{source}: `{path}` has an unsupported type {hint!r} (a toolrl bug)")
+
+
+def validate(config: Config, *, source: str = "<config>") -> None:
+    """Cross-field checks that a type cannot express; raise ConfigError naming the keys."""
+    a, r, ro, t = config.algorithm, config.reward, config.rollout, config.trainer
+    problems = []
+    if not 0 <= a.clip_ratio_low < 1:
+        problems.append("`algorithm.clip_ratio_low` must be in [0, 1)")
+    if a.clip_ratio_high < 0:
+        problems.append("`algorithm.clip_ratio_high` must be >= 0")
+    if a.clip_ratio_c <= 1:
+        problems.append("`algorithm.clip_ratio_c` must be > 1 (dual-clip bound c·|A|)")
+    if r.overlong_shaping and not 0 < r.overlong_buffer <= ro.max_response_length:
+        problems.append(
+            "`reward.overlong_buffer` must be in (0, rollout.max_response_length] "
+            f"(got {r.overlong_buffer} and {ro.max_response_length})"
+        )
+    if ro.n < 1 or ro.max_turns < 1 or ro.max_parallel_calls < 1:
+        problems.append(
+            "`rollout.n`, `rollout.max_turns`, `rollout.max_parallel_calls` must be >= 1"
+        )
+    if not 0 < ro.top_p <= 1 or not 0 < config.eval.top_p <= 1:
+        problems.append("`rollout.top_p` and `eval.top_p` must be in (0, 1]")
+    if config.data.train_batch_size % t.ppo_mini_batch_size:
+        problems.append(
+            f"`data.train_batch_size` ({config.data.train_batch_size}) must be a multiple of "
+            f"`trainer.ppo_mini_batch_size` ({t.ppo_mini_batch_size})"
+        )
+    if not 0 <= t.warmup_ratio < 1:
+        problems.append("`trainer.warmup_ratio` must be in [0, 1)")
+    if t.micro_batch_size < 1 or t.ppo_mini_batch_size < 1:
+        problems.append("`trainer.micro_batch_size` and `trainer.ppo_mini_batch_size` must be >= 1")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes and overrides
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML into nested plain data, resolving `base:` chains (child keys win)."""
+    path = resolve_recipe_path(path)
+    seen: list[Path] = []
+    return _load_with_bases(path, seen)
+
+
+def _load_with_bases(path: Path, seen: list[Path]) -> dict[str, Any]:
+    if path in seen:
+        chain = " -> ".join(str(p) for p in [*seen, path])
+        raise ConfigError(f"recipe `base:` chain loops: {chain}")
+    seen.append(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _load_with_bases((path.parent / base).resolve(), seen)
+    return _deep_merge(parent, data)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_recipe_path(name: str | Path) -> Path:
+    """A recipe path as given, or a name found in the repository's `recipes/` directory."""
+    candidates = [Path(name)]
+    if not str(name).endswith((".yaml", ".yml")):
+        candidates.append(Path(f"{name}.yaml"))
+    recipes_dir = Path(__file__).resolve().parent.parent / "recipes"
+    candidates += [recipes_dir / c.name for c in list(candidates)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(f"recipe not found: {name} (looked in ., and {recipes_dir})")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides to nested plain data; values are YAML scalars.
+
+    Keys are checked against the schema here so a typo fails before anything runs.
+    """
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"override `{item}` must look like section.key=value "
+                "(e.g. algorithm.clip_ratio_high=0.315)"
+            )
+        section, field_name = parts
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"override `{item}`: unknown section `{section}`"
+                + _suggest(section, list(SECTIONS), "")
+            )
+        hints = typing.get_type_hints(_section_cls(section))
+        if field_name not in hints:
+            raise ConfigError(
+                f"override `{item}`: unknown key `{key}`"
+                + _suggest(field_name, list(hints), section)
+            )
+        value = _check_type(
+            _parse_scalar(raw, hints[field_name]), hints[field_name], key, f"override `{item}`"
+        )
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"override `{item}`: section `{section}` is not a mapping")
+        data[section][field_name] = value
+    return data
+
+
+def _section_cls(name: str) -> type:
+    return typing.get_type_hints(Config)[name]
+
+
+def _parse_scalar(raw: str, hint: Any) -> Any:
+    # A string field keeps the text as typed, so `model.path=123` or `trainer.run_name=1e-3`
+    # stay strings; everything else is read as YAML (numbers, booleans, [lists], {maps}).
+    if hint is str:
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The resolved Config: the paper's defaults, then the recipe, then the overrides."""
+    data = load_recipe(recipe) if recipe is not None else {}
+    data = apply_overrides(data, overrides or [])
+    source = str(resolve_recipe_path(recipe)) if recipe is not None else "<defaults>"
+    return from_dict(data, source=source)
