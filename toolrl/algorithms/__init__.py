@@ -1,0 +1,56 @@
+"""The RL maths: advantages, policy losses and their aggregation, KL, entropy, reward shaping.
+
+Pure functions over torch tensors, each with its formula and paper in its docstring, registered
+by name in plain dicts (`ADVANTAGE_ESTIMATORS`, `POLICY_LOSSES`, `LOSS_AGG_MODES`,
+`KL_ESTIMATORS`); the `get_*` functions look a name up and say what the valid names are.
+"""
+
+from toolrl.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    broadcast_to_tokens,
+    dr_grpo_advantages,
+    get_advantage_estimator,
+    grpo_advantages,
+    rloo_advantages,
+)
+from toolrl.algorithms.kl import KL_ESTIMATORS, get_kl_estimator, kl_k1, kl_k2, kl_k3
+from toolrl.algorithms.losses import (
+    LOSS_AGG_MODES,
+    POLICY_LOSSES,
+    agg_loss,
+    entropy_from_logits,
+    get_policy_loss,
+    gspo_loss,
+    num_valid_seqs,
+    num_valid_tokens,
+    ppo_clip_loss,
+)
+from toolrl.algorithms.masked import masked_mean, masked_sum
+from toolrl.algorithms.shaping import overlong_penalty, tool_call_shaping
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "KL_ESTIMATORS",
+    "LOSS_AGG_MODES",
+    "POLICY_LOSSES",
+    "agg_loss",
+    "broadcast_to_tokens",
+    "dr_grpo_advantages",
+    "entropy_from_logits",
+    "get_advantage_estimator",
+    "get_kl_estimator",
+    "get_policy_loss",
+    "grpo_advantages",
+    "gspo_loss",
+    "kl_k1",
+    "kl_k2",
+    "kl_k3",
+    "masked_mean",
+    "masked_sum",
+    "num_valid_seqs",
+    "num_valid_tokens",
+    "overlong_penalty",
+    "ppo_clip_loss",
+    "rloo_advantages",
+    "tool_call_shaping",
+]
