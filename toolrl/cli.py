@@ -17,6 +17,8 @@ import sys
 COMMAND_MODULES = [
     "toolrl.commands.demo",
     "toolrl.commands.config",
+    "toolrl.commands.model",
+    "toolrl.commands.check_template",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Model builders: the embedded tiny tokenizer and Qwen3 model."""
