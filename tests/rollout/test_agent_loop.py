@@ -1,0 +1,236 @@
+"""The agent loop: exact tokens and masks, every stop reason, tool errors, no lockstep."""
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from toolrl.chat import ObservationWrapper, encode, render
+from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
+from toolrl.rollout.engines.hf import HFEngine
+from toolrl.rollout.engines.scripted import ScriptedEngine
+from toolrl.template_check import TOOLS
+from toolrl.types import Sample
+
+
+@dataclass
+class Result:
+    text: str
+    status: str = "success"
+    elapsed_s: float = 0.0
+
+
+class EvalTool:
+    """A stand-in code_interpreter: evaluates arithmetic, optionally slowly or failing."""
+
+    name = "code_interpreter"
+    schema = TOOLS[0]
+
+    def __init__(self, delay: float = 0.0, fail: bool = False):
+        self.delay, self.fail, self.calls = delay, fail, []
+
+    async def call(self, arguments):
+        self.calls.append((time.monotonic(), arguments["code"]))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("sandbox unreachable")
+        try:
+            return Result(str(eval(arguments["code"], {})))
+        except Exception as err:
+            return Result(f"{type(err).__name__}: {err}", "error")
+
+
+def call_text(code: str) -> str:
+    return (
+        "<tool_call>\n"
+        + json.dumps({"name": "code_interpreter", "arguments": {"code": code}})
+        + "\n</tool_call>"
+    )
+
+
+def solver(context: str) -> str:
+    """Two tool calls, then the answer taken from the last tool response."""
+    responses = context.split("<tool_response>\n")[1:]
+    if len(responses) < 2:
+        return f"Step {len(responses) + 1}.\n" + call_text(f"{len(responses) + 6} * 7")
+    return "So \\boxed{" + responses[-1].split("\n")[0] + "}."
+
+
+def sample(i: int = 0) -> Sample:
+    messages = [{"role": "user", "content": f"Question {i}: what is 7 * 7?"}]
+    return Sample(id=f"q{i}", messages=messages, data_source="test", ground_truth="49")
+
+
+def loop(tokenizer, policy=solver, tool=None, **settings) -> AgentLoop:
+    return AgentLoop(
+        ScriptedEngine(tokenizer, policy), tokenizer, [tool or EvalTool()], LoopSettings(**settings)
+    )
+
+
+def test_tokens_and_masks_are_exact(tiny_tokenizer):
+    [traj] = loop(tiny_tokenizer).run([sample()])
+    assert traj.stop_reason == "answered" and len(traj.turns) == 3
+    assert [c.result for c in traj.tool_calls] == ["42", "49"]
+    assert traj.final_text == "So \\boxed{49}."
+    sampled = [t for t, m in zip(traj.response_ids, traj.loss_mask, strict=True) if m]
+    injected = [t for t, m in zip(traj.response_ids, traj.loss_mask, strict=True) if not m]
+    eot = tiny_tokenizer.eos_token
+    assert tiny_tokenizer.decode(sampled) == "".join(turn.text + eot for turn in traj.turns)
+    glue = ObservationWrapper(tiny_tokenizer)
+    assert tiny_tokenizer.decode(injected) == glue.text(["42"]) + glue.text(["49"])
+    # prompt + response is exactly the chat template's rendering of the finished conversation,
+    # up to the glue the template writes after the last turn.
+    template = encode(tiny_tokenizer, render(tiny_tokenizer, traj.messages(), TOOLS))
+    full = traj.prompt_ids + traj.response_ids
+    assert template[: len(full)] == full
+    assert tiny_tokenizer.decode(template[len(full) :]).strip() == ""
+    assert len(traj.rollout_logprobs) == len(traj.response_ids)
+
+
+def test_groups_and_order(tiny_tokenizer):
+    trajs = loop(tiny_tokenizer).run([sample(0), sample(1)], n=3)
+    assert [(t.sample.id, t.group_index) for t in trajs] == [
+        (f"q{i}", k) for i in range(2) for k in range(3)
+    ]
+
+
+def test_response_budget_counts_tool_tokens(tiny_tokenizer):
+    [full] = loop(tiny_tokenizer).run([sample()])
+    first_turn_and_obs = full.turns[0].num_sampled_tokens + full.turns[0].num_observation_tokens
+    [traj] = loop(tiny_tokenizer, max_response_length=first_turn_and_obs + 5).run([sample()])
+    assert traj.stop_reason == "max_response_tokens"
+    assert len(traj.response_ids) == first_turn_and_obs + 5
+    assert traj.turns[-1].finish_reason == "length"
+
+
+def test_observation_that_does_not_fit_stops_the_trajectory(tiny_tokenizer):
+    [full] = loop(tiny_tokenizer).run([sample()])
+    budget = full.turns[0].num_sampled_tokens + 3
+    [traj] = loop(tiny_tokenizer, max_response_length=budget).run([sample()])
+    assert traj.stop_reason == "max_response_tokens"
+    assert all(traj.loss_mask) and traj.messages()[-1]["role"] == "assistant"
+
+
+def test_max_turns(tiny_tokenizer):
+    [traj] = loop(tiny_tokenizer, max_turns=2).run([sample()])
+    assert traj.stop_reason == "max_turns" and len(traj.turns) == 2
+
+
+def test_max_context(tiny_tokenizer):
+    prompt_len = len(loop(tiny_tokenizer).start(sample()).prompt_ids)
+    [traj] = loop(tiny_tokenizer, max_context_length=prompt_len + 10).run([sample()])
+    assert traj.stop_reason == "max_context"
+    assert len(traj.prompt_ids) + len(traj.response_ids) == prompt_len + 10
+
+
+def test_per_turn_cap_closes_the_turn_without_training_on_the_closing_token(tiny_tokenizer):
+    def long_answer(context):
+        return "x" * 50 + call_text("1 + 1") if "<tool_response>" not in context else "done"
+
+    [traj] = loop(tiny_tokenizer, long_answer, max_tokens_per_turn=20).run([sample()])
+    assert traj.turns[0].finish_reason == "length" and traj.turns[0].num_sampled_tokens == 20
+    assert traj.stop_reason == "answered"  # the cut turn had no complete tool call
+    assert traj.response_ids[20] == tiny_tokenizer.eos_token_id and traj.loss_mask[20] == 0
+
+
+def test_malformed_calls_become_observations_and_are_counted(tiny_tokenizer):
+    def bad_then_answer(context):
+        if "<tool_response>" in context:
+            return "\\boxed{0}"
+        return '<tool_call>{"name": "code_interpreter", "arguments": {"cod": "1"}}</tool_call>'
+
+    [traj] = loop(tiny_tokenizer, bad_then_answer).run([sample()])
+    [call] = traj.tool_calls
+    assert call.status == "parse_error" and "missing required argument(s): code" in call.result
+    assert traj.stop_reason == "answered" and traj.num_successful_tool_calls == 0
+
+
+def test_tool_program_errors_are_observations(tiny_tokenizer):
+    def divide(context):
+        return call_text("1/0") if "<tool_response>" not in context else "\\boxed{?}"
+
+    [traj] = loop(tiny_tokenizer, divide).run([sample()])
+    assert traj.tool_calls[0].status == "error" and "ZeroDivisionError" in traj.tool_calls[0].result
+
+
+def test_infrastructure_failure_stops_with_tool_error(tiny_tokenizer):
+    [traj] = loop(tiny_tokenizer, tool=EvalTool(fail=True)).run([sample()])
+    assert traj.stop_reason == "tool_error" and traj.has_infra_error
+
+
+def test_trajectory_timeout_cuts_a_slow_tool(tiny_tokenizer):
+    started = time.monotonic()
+    [traj] = loop(tiny_tokenizer, tool=EvalTool(delay=5.0), trajectory_timeout=0.3).run([sample()])
+    assert traj.stop_reason == "timeout"
+    assert time.monotonic() - started < 3.0
+
+
+def test_others_keep_generating_while_one_waits_for_a_slow_tool(tiny_tokenizer):
+    """q0 calls a 1 s tool; q1 (no tool) and q2 (fast, many turns) must not wait for it."""
+    slow_done = {}
+
+    class Mixed(EvalTool):
+        async def call(self, arguments):
+            if arguments["code"] == "slow":
+                await asyncio.sleep(1.0)
+                slow_done["at"] = time.monotonic()
+            return Result("1")
+
+    def policy(context):
+        n = context.count("<tool_response>")
+        if "Question 0" in context:
+            return call_text("slow") if n == 0 else "\\boxed{1}"
+        if "Question 1" in context:
+            return "\\boxed{2}"
+        return call_text("fast") if n < 5 else "\\boxed{3}"
+
+    engine = ScriptedEngine(tiny_tokenizer, policy)
+    finished = {}
+    agent = AgentLoop(engine, tiny_tokenizer, [Mixed()], LoopSettings())
+    original = agent._drive
+
+    async def timed(traj, *args):
+        await original(traj, *args)
+        finished[traj.sample.id] = time.monotonic()
+
+    agent._drive = timed
+    trajs = agent.run([sample(0), sample(1), sample(2)])
+    assert [t.stop_reason for t in trajs] == ["answered"] * 3
+    assert len(trajs[2].turns) == 6
+    # q1 and q2 (six turns, five tool calls) finished while q0's tool was still running.
+    assert finished["q1"] < slow_done["at"] and finished["q2"] < slow_done["at"]
+    assert len(engine.calls) >= 6  # generation went on in batches meanwhile
+
+
+def test_same_seed_same_trajectories_with_the_tiny_model(tiny_dir, tiny_tokenizer):
+    def run(seed):
+        engine = HFEngine.from_path(str(tiny_dir))
+        agent = AgentLoop(
+            engine,
+            tiny_tokenizer,
+            [EvalTool()],
+            LoopSettings(max_response_length=96, max_turns=4, seed=seed),
+        )
+        return agent.run([sample(0), sample(1)], n=2)
+
+    a, b, c = run(1), run(1), run(2)
+    assert [t.response_ids for t in a] == [t.response_ids for t in b]
+    assert [t.response_ids for t in a] != [t.response_ids for t in c]
+    for traj in a:  # a random model's turns still keep every invariant
+        traj.check()
+        assert traj.stop_reason in {"answered", "max_response_tokens", "max_turns"}
+        assert sum(traj.loss_mask) == sum(t.num_sampled_tokens for t in traj.turns)
+
+
+@pytest.mark.parametrize("n_samples", [1, 5])
+def test_batching_does_not_change_a_trajectory(tiny_dir, tiny_tokenizer, n_samples):
+    engine = HFEngine.from_path(str(tiny_dir))
+    settings = LoopSettings(max_response_length=64, max_turns=3, seed=5)
+    alone = AgentLoop(engine, tiny_tokenizer, [EvalTool()], settings).run([sample(0)])[0]
+    batched = AgentLoop(engine, tiny_tokenizer, [EvalTool()], settings).run(
+        [sample(i) for i in range(n_samples)]
+    )[0]
+    assert alone.response_ids == batched.response_ids

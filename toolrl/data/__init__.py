@@ -1,0 +1,1 @@
+"""Datasets: loaders and schema adapters (Open-AgentRL / verl parquet and jsonl)."""

@@ -1,0 +1,72 @@
+"""RL samples in the Open-AgentRL / verl schema.
+
+A row has `prompt` (a list of chat messages, or a JSON string of one), `data_source`,
+`reward_model.ground_truth` (also accepted as a JSON string of the `reward_model` dict, as
+LiveCodeBench files store it), and optional `extra_info` and `ability`. The sample id is
+`extra_info.index` when present, else `<file stem>:<row>`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from toolrl.data.io import DataError, read_rows
+from toolrl.types import Sample
+
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+def load_rl_samples(path: str | Path) -> list[Sample]:
+    """All samples of one file; the first malformed row raises DataError with file, row, column."""
+    return [row_to_sample(row, path, i) for i, row in read_rows(path)]
+
+
+def row_to_sample(row: dict[str, Any], path: str | Path, index: int) -> Sample:
+    where = f"{path}: row {index}"
+    messages = _json_field(row, "prompt", where)
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: column `prompt` must be a non-empty list of chat messages")
+    for j, message in enumerate(messages):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            raise DataError(
+                f"{where}: column `prompt`[{j}] must be {{'role': one of {sorted(ROLES)}, 'content': str}}"
+            )
+    data_source = _json_field(row, "data_source", where)
+    if not isinstance(data_source, str) or not data_source:
+        raise DataError(f"{where}: column `data_source` must be a non-empty string")
+    reward_model = _json_field(row, "reward_model", where)
+    if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
+        raise DataError(f"{where}: column `reward_model` must be a mapping with `ground_truth`")
+    extra_info = _json_field(row, "extra_info", where, default={}) or {}
+    if not isinstance(extra_info, dict):
+        raise DataError(f"{where}: column `extra_info` must be a mapping")
+    sample_id = str(extra_info.get("index", f"{Path(path).stem}:{index}"))
+    return Sample(
+        id=sample_id,
+        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+        data_source=data_source,
+        ground_truth=reward_model["ground_truth"],
+        extra_info=extra_info,
+    )
+
+
+def _json_field(row: dict[str, Any], column: str, where: str, default: Any = ...) -> Any:
+    if column not in row:
+        if default is not ...:
+            return default
+        raise DataError(f"{where}: missing column `{column}` (columns: {', '.join(row) or 'none'})")
+    value = row[column]
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{where}: column `{column}` is a string but not valid JSON ({err.msg})"
+            ) from err
+    return value

@@ -1,0 +1,300 @@
+"""The agent loop: multi-turn tool rollouts, exact to the token, with no lockstep.
+
+Each trajectory is a small explicit state machine:
+
+    GENERATE --(turn ends with tool calls)--> CALL_TOOLS --(observation appended)--> GENERATE
+        \\--(no tool call: answered / a budget is exhausted)--> DONE
+
+GENERATE asks the engine for min(per-turn cap, remaining response budget, remaining context)
+tokens and appends them with mask 1 and their log-probs. CALL_TOOLS parses the hermes calls,
+runs them asynchronously, and appends the observation tokens wrapped in the chat template's
+glue with mask 0. Model text is never re-tokenized: the response is the sampled ids plus the
+observation ids, so `prompt_ids + response_ids` is exactly what the model saw.
+
+No lockstep: all trajectories run as asyncio tasks. Generation requests go to a `BatchScheduler`
+that runs the engine in a worker thread on whatever requests are waiting; while one batch
+generates, tools of other trajectories run, and their next requests form the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from toolrl.chat import (
+    ObservationWrapper,
+    ParsedCall,
+    encode,
+    end_of_turn_token,
+    parse_tool_calls,
+    render,
+)
+from toolrl.rollout.engines.base import Engine, GenerationRequest, GenerationResult
+from toolrl.types import Sample, ToolCall, Trajectory, Turn
+
+
+@dataclass
+class LoopSettings:
+    """The rollout knobs the loop needs (built from RolloutConfig by `settings_from_config`)."""
+
+    max_turns: int = 16
+    max_response_length: int = 20480
+    max_tokens_per_turn: int = 0
+    """0 = a turn may use the whole remaining budget."""
+    max_context_length: int = 0
+    """The model's window; 0 = unlimited. Prompt + response never exceed it."""
+    max_parallel_calls: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_concurrent_tools: int = 64
+    trajectory_timeout: float = 0.0
+    """Wall-clock seconds per trajectory; 0 = no limit."""
+    max_batch_size: int = 256
+    seed: int = 0
+
+
+def settings_from_config(
+    rollout, *, max_context_length: int = 0, seed: int = 0, sampling=None
+) -> LoopSettings:
+    """LoopSettings from a `RolloutConfig` (and optionally eval sampling: temperature, top_p)."""
+    return LoopSettings(
+        max_turns=rollout.max_turns,
+        max_response_length=rollout.max_response_length,
+        max_tokens_per_turn=rollout.max_tokens_per_turn,
+        max_context_length=max_context_length,
+        max_parallel_calls=rollout.max_parallel_calls,
+        temperature=sampling.temperature if sampling else rollout.temperature,
+        top_p=sampling.top_p if sampling else rollout.top_p,
+        top_k=0 if sampling else rollout.top_k,
+        max_concurrent_tools=rollout.max_concurrent_tools,
+        trajectory_timeout=rollout.trajectory_timeout,
+        seed=seed,
+    )
+
+
+class State(enum.Enum):
+    GENERATE = "generate"
+    CALL_TOOLS = "call_tools"
+    DONE = "done"
+
+
+class BatchScheduler:
+    """Collects generation requests from many trajectories and runs them in batches.
+
+    The engine runs in a worker thread, so the event loop keeps running tools meanwhile; each
+    batch takes every request waiting at that moment (up to `max_batch_size`).
+    """
+
+    def __init__(self, engine: Engine, max_batch_size: int = 256):
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self._queue: asyncio.Queue[tuple[GenerationRequest, asyncio.Future]] = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            await asyncio.sleep(0)  # let every trajectory that is ready enqueue its request
+            while not self._queue.empty() and len(batch) < self.max_batch_size:
+                batch.append(self._queue.get_nowait())
+            self.batch_sizes.append(len(batch))
+            try:
+                results = await asyncio.to_thread(self.engine.generate, [r for r, _ in batch])
+            except Exception as err:  # the engine failed: every waiting trajectory learns why
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+
+class AgentLoop:
+    """Runs n rollouts per sample through an engine and a set of tools."""
+
+    def __init__(
+        self, engine: Engine, tokenizer, tools: list[Any], settings: LoopSettings | None = None
+    ):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.tools = {tool.name: tool for tool in tools}
+        self.schemas = [tool.schema for tool in tools]
+        self.settings = settings or LoopSettings()
+        self.wrapper = ObservationWrapper(tokenizer)
+        self.eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
+
+    def run(self, samples: list[Sample], n: int = 1) -> list[Trajectory]:
+        """Blocking entry point: `asyncio.run(self.arun(...))`."""
+        return asyncio.run(self.arun(samples, n))
+
+    async def arun(self, samples: list[Sample], n: int = 1) -> list[Trajectory]:
+        """Roll out every sample n times; results in (sample, group_index) order."""
+        scheduler = BatchScheduler(self.engine, self.settings.max_batch_size)
+        tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
+        trajectories = [self.start(sample, k) for sample in samples for k in range(n)]
+        try:
+            await asyncio.gather(*(self._drive(t, scheduler, tool_slots) for t in trajectories))
+        finally:
+            await scheduler.close()
+        return trajectories
+
+    def start(self, sample: Sample, group_index: int = 0) -> Trajectory:
+        prompt = render(self.tokenizer, sample.messages, self.schemas, add_generation_prompt=True)
+        return Trajectory(
+            sample=sample, prompt_ids=encode(self.tokenizer, prompt), group_index=group_index
+        )
+
+    async def _drive(
+        self, traj: Trajectory, scheduler: BatchScheduler, tool_slots: asyncio.Semaphore
+    ) -> None:
+        started, state = time.monotonic(), State.GENERATE
+        while state is not State.DONE:
+            if self._out_of_time(started):
+                traj.stop_reason, state = "timeout", State.DONE
+            elif state is State.GENERATE:
+                state = await self._generate(traj, scheduler)
+            else:
+                state = await self._call_tools(traj, tool_slots, started)
+        traj.check()
+
+    def _out_of_time(self, started: float) -> bool:
+        limit = self.settings.trajectory_timeout
+        return limit > 0 and time.monotonic() - started >= limit
+
+    def _budget(self, traj: Trajectory) -> tuple[int, str]:
+        """Tokens the next turn may sample, and the stop reason if that is zero."""
+        s = self.settings
+        budget, reason = s.max_response_length - len(traj.response_ids), "max_response_tokens"
+        if s.max_context_length:
+            room = s.max_context_length - len(traj.prompt_ids) - len(traj.response_ids)
+            if room < budget:
+                budget, reason = room, "max_context"
+        if s.max_tokens_per_turn:
+            budget = min(budget, s.max_tokens_per_turn)
+        return budget, reason
+
+    async def _generate(self, traj: Trajectory, scheduler: BatchScheduler) -> State:
+        budget, exhausted = self._budget(traj)
+        if budget <= 0:
+            traj.stop_reason = exhausted
+            return State.DONE
+        s = self.settings
+        request = GenerationRequest(
+            prompt_ids=traj.prompt_ids + traj.response_ids,
+            max_new_tokens=budget,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            stop_token_ids=(self.eot_id,),
+            seed=request_seed(s.seed, traj.sample.id, traj.group_index, len(traj.turns)),
+        )
+        t0 = time.monotonic()
+        result = await scheduler.generate(request)
+        traj.response_ids += result.token_ids
+        traj.loss_mask += [1] * len(result.token_ids)
+        traj.rollout_logprobs += result.logprobs
+        ended = result.finish_reason == "stop"
+        text_ids = result.token_ids[:-1] if ended else result.token_ids
+        turn = Turn(
+            text=self.tokenizer.decode(text_ids),
+            num_sampled_tokens=len(result.token_ids),
+            finish_reason=result.finish_reason,
+            generate_s=time.monotonic() - t0,
+        )
+        traj.turns.append(turn)
+        if not ended:
+            if self._budget(traj)[0] <= 0 or not s.max_tokens_per_turn:
+                traj.stop_reason = self._budget(traj)[1]
+                return State.DONE
+            # The per-turn cap cut the turn: close it as the template would (mask 0, not sampled).
+            traj.response_ids.append(self.eot_id)
+            traj.loss_mask.append(0)
+            traj.rollout_logprobs.append(0.0)
+        if "<tool_call>" not in turn.text:
+            traj.stop_reason = "answered"
+            return State.DONE
+        if len(traj.turns) >= s.max_turns:
+            traj.stop_reason = "max_turns"
+            return State.DONE
+        return State.CALL_TOOLS
+
+    async def _call_tools(
+        self, traj: Trajectory, tool_slots: asyncio.Semaphore, started: float
+    ) -> State:
+        turn = traj.turns[-1]
+        parsed = parse_tool_calls(turn.text, self.schemas, self.settings.max_parallel_calls)
+        t0 = time.monotonic()
+        turn.tool_calls = list(
+            await asyncio.gather(*(self._run_call(c, tool_slots, started) for c in parsed))
+        )
+        turn.tool_s = time.monotonic() - t0
+        if any(call.status == "infra_error" for call in turn.tool_calls):
+            traj.stop_reason = "tool_error"
+            return State.DONE
+        observation = self.wrapper.ids([call.result for call in turn.tool_calls])
+        if len(traj.response_ids) + len(observation) > self.settings.max_response_length:
+            traj.stop_reason = "max_response_tokens"
+            return State.DONE
+        traj.response_ids += observation
+        traj.loss_mask += [0] * len(observation)
+        traj.rollout_logprobs += [0.0] * len(observation)
+        turn.num_observation_tokens = len(observation)
+        return State.GENERATE
+
+    async def _run_call(
+        self, call: ParsedCall, tool_slots: asyncio.Semaphore, started: float
+    ) -> ToolCall:
+        if call.error is not None:
+            return ToolCall(call.name, call.arguments, "parse_error", f"Error: {call.error}")
+        t0 = time.monotonic()
+        limit = self.settings.trajectory_timeout
+        remaining = limit - (t0 - started) if limit > 0 else None
+        try:
+            async with tool_slots:
+                result = await asyncio.wait_for(
+                    self.tools[call.name].call(call.arguments), remaining
+                )
+        except TimeoutError:
+            return ToolCall(
+                call.name,
+                call.arguments,
+                "error",
+                "Error: the trajectory ran out of time",
+                time.monotonic() - t0,
+            )
+        except Exception as err:  # a tool that raises is an infrastructure fault, not the model's
+            return ToolCall(
+                call.name,
+                call.arguments,
+                "infra_error",
+                f"Error: tool failed: {err}",
+                time.monotonic() - t0,
+            )
+        return ToolCall(call.name, call.arguments, result.status, result.text, result.elapsed_s)
+
+
+def request_seed(seed: int, sample_id: str, group_index: int, turn: int) -> int:
+    """A stable per-(sample, rollout, turn) seed, independent of scheduling order."""
+    digest = hashlib.blake2b(
+        f"{seed}/{sample_id}/{group_index}/{turn}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "little") >> 2
