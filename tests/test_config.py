@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from toolrl.cli import main as cli_main
-from toolrl.config import Config, ConfigError, from_dict, load_config, load_recipe
+from toolrl.config import Config, ConfigError, check_rl, from_dict, load_config, load_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -108,6 +108,15 @@ def test_wrong_type_fails_with_the_key_path(tmp_path, text, path):
         load_config(recipe)
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("trainer:\n  lr: 1e-6\n")
+    assert load_config(recipe).trainer.lr == 1e-6
+    assert load_config(None, ["trainer.lr=3e-4"]).trainer.lr == 3e-4
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(None, ["trainer.lr=fast"])
+
+
 def test_int_is_accepted_where_a_float_is_expected():
     assert load_config(None, ["algorithm.clip_ratio_c=3"]).algorithm.clip_ratio_c == 3.0
 
@@ -116,7 +125,7 @@ def test_cross_field_checks_name_the_keys():
     with pytest.raises(ConfigError, match="overlong_buffer"):
         load_config(None, ["reward.overlong_buffer=30000"])
     with pytest.raises(ConfigError, match="train_batch_size"):
-        load_config(None, ["data.train_batch_size=10"])
+        check_rl(load_config(None, ["data.train_batch_size=10"]))
     with pytest.raises(ConfigError, match="clip_ratio_low"):
         load_config(None, ["algorithm.clip_ratio_low=1.5"])
 

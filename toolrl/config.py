@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 SECTIONS = ("model", "data", "rollout", "algorithm", "reward", "trainer", "eval")
 
@@ -309,6 +312,9 @@ def _check_type(value: Any, hint: Any, path: str, source: str) -> Any:
             raise fail("true or false")
         return value
     if hint is float:
+        # YAML 1.1 reads `1e-6` (no dot) as a string; users mean a number.
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise fail("a number")
         return float(value)
@@ -344,17 +350,22 @@ def validate(config: Config, *, source: str = "<config>") -> None:
         )
     if not 0 < ro.top_p <= 1 or not 0 < config.eval.top_p <= 1:
         problems.append("`rollout.top_p` and `eval.top_p` must be in (0, 1]")
-    if config.data.train_batch_size % t.ppo_mini_batch_size:
-        problems.append(
-            f"`data.train_batch_size` ({config.data.train_batch_size}) must be a multiple of "
-            f"`trainer.ppo_mini_batch_size` ({t.ppo_mini_batch_size})"
-        )
     if not 0 <= t.warmup_ratio < 1:
         problems.append("`trainer.warmup_ratio` must be in [0, 1)")
     if t.micro_batch_size < 1 or t.ppo_mini_batch_size < 1:
         problems.append("`trainer.micro_batch_size` and `trainer.ppo_mini_batch_size` must be >= 1")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def check_rl(config: Config) -> None:
+    """Checks that only an RL run needs (SFT shares `data.train_batch_size` differently)."""
+    data, trainer = config.data, config.trainer
+    if data.train_batch_size % trainer.ppo_mini_batch_size:
+        raise ConfigError(
+            f"`data.train_batch_size` ({data.train_batch_size}) must be a multiple of "
+            f"`trainer.ppo_mini_batch_size` ({trainer.ppo_mini_batch_size}) for RL"
+        )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""RL test fixtures: a tiny training set, a stand-in tool and a scripted reward."""
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from toolrl.config import load_config
+from toolrl.template_check import TOOLS
+
+
+@dataclass
+class Result:
+    text: str
+    status: str = "success"
+    elapsed_s: float = 0.0
+
+
+class EchoTool:
+    """Deterministic stand-in for the code interpreter (the real one is tested with the sandbox)."""
+
+    name = "code_interpreter"
+    schema = TOOLS[0]
+
+    async def call(self, arguments):
+        await asyncio.sleep(0)
+        return Result(arguments["code"][::-1])
+
+
+def parity_reward(trajectories):
+    """+1 when the first sampled token is even, −1 otherwise: a signal the policy can learn."""
+    for t in trajectories:
+        good = t.response_ids[0] % 2 == 0
+        t.reward = 1.0 if good else -1.0
+        t.reward_info = {"score": t.reward, "acc": good}
+
+
+@pytest.fixture
+def rl_data(tmp_path):
+    path = tmp_path / "train.jsonl"
+    with path.open("w") as f:
+        for i in range(6):
+            row = {
+                "prompt": [{"role": "user", "content": f"Add {i} and {i + 1}."}],
+                "data_source": "toy",
+                "reward_model": {"ground_truth": str(2 * i + 1)},
+            }
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture
+def rl_config(tiny_dir, rl_data, tmp_path):
+    return load_config(
+        None,
+        [
+            f"model.path={tiny_dir}",
+            "model.dtype=float32",
+            f"data.train_files=[{rl_data}]",
+            "data.train_batch_size=2",
+            "rollout.engine=hf",
+            "rollout.n=4",
+            "rollout.max_response_length=24",
+            "rollout.max_turns=2",
+            "reward.overlong_buffer=8",
+            "trainer.ppo_mini_batch_size=1",
+            "trainer.micro_batch_size=3",
+            "trainer.lr=1e-3",
+            f"trainer.output_dir={tmp_path / 'runs'}",
+            "trainer.run_name=test",
+            "trainer.total_steps=3",
+            "trainer.save_every=1",
+            "trainer.loggers=[jsonl]",
+        ],
+    )

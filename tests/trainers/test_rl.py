@@ -1,0 +1,175 @@
+"""The GRPO-TCR step on the tiny model: direction of the update, masking, metrics, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from toolrl.trainers.batching import token_logprobs
+from toolrl.trainers.rl import PromptStream
+from toolrl.trainers.rl_setup import build_rl_trainer, fit
+from toolrl.trainers.tracking import read_metrics
+
+from .conftest import EchoTool, parity_reward
+
+VERL_NAMES = [
+    "actor/entropy",
+    "actor/pg_loss",
+    "actor/pg_clipfrac",
+    "actor/pg_clipfrac_lower",
+    "actor/ppo_kl",
+    "actor/grad_norm",
+    "critic/score/mean",
+    "critic/advantages/mean",
+    "response_length/mean",
+    "response_length/clip_ratio",
+    "num_turns/mean",
+    "tool/calls_per_response",
+    "tool/success_rate",
+    "timing/rollout",
+    "timing/reward",
+    "timing/old_log_prob",
+    "timing/update",
+]
+
+
+def sequence_logprob(model, batch):
+    with torch.no_grad():
+        logprobs, _ = token_logprobs(model, batch)
+    return (logprobs * batch.loss_mask).sum(-1)
+
+
+def test_a_step_moves_the_policy_in_the_direction_of_the_advantage(rl_config):
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+    original_step = trainer.update_policy
+    captured = {}
+
+    def spy(batch, advantages, old, ref):
+        captured.update(
+            batch=batch,
+            advantages=advantages.clone(),
+            before=sequence_logprob(trainer.model, batch),
+        )
+        return original_step(batch, advantages, old, ref)
+
+    trainer.update_policy = spy
+    metrics = trainer.step(0)
+    after = sequence_logprob(trainer.model, captured["batch"])
+    change = after - captured["before"]
+    adv = captured["advantages"]
+    assert (adv > 0).any() and (adv < 0).any(), "the test needs both signs of advantage"
+    assert change[adv > 0].mean() > 0 > change[adv < 0].mean()
+    for name in VERL_NAMES:
+        assert name in metrics, name
+
+
+def test_infra_errors_are_masked_and_counted(rl_config):
+    def reward_with_infra_error(trajectories):
+        parity_reward(trajectories)
+        trajectories[0].turns[0].tool_calls.append(
+            type(
+                "Call",
+                (),
+                {
+                    "status": "infra_error",
+                    "name": "x",
+                    "arguments": {},
+                    "result": "",
+                    "elapsed_s": 0.0,
+                },
+            )()
+        )
+
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=reward_with_infra_error)
+    metrics = trainer.step(0)
+    assert metrics["rollout/infra_masked"] == 1
+    assert metrics["rollout/trained_trajectories"] == 2 * 4 - 1
+
+
+def test_prompt_stream_is_a_function_of_the_step():
+    stream = PromptStream(samples=list(range(5)), batch_size=2, seed=3)
+    assert stream.batch(4) == PromptStream(samples=list(range(5)), batch_size=2, seed=3).batch(4)
+    epoch0 = stream.batch(0) + stream.batch(1) + [stream.batch(2)[0]]
+    assert sorted(epoch0) == list(range(5))  # an epoch is a permutation
+
+
+def test_fit_writes_metrics_rollouts_and_atomic_checkpoints(rl_config):
+    run_dir = fit(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+    rows = read_metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (run_dir / "rollouts" / "step_3.jsonl").is_file()
+    assert (run_dir / "checkpoints" / "step_3" / "model.safetensors").is_file()
+    assert not list((run_dir / "checkpoints").glob(".*partial"))
+    assert (run_dir / "config.yaml").is_file()
+
+
+RUNNER = textwrap.dedent(
+    """
+    import sys, pathlib
+    sys.path.insert(0, {tests!r})
+    from trainers.conftest import EchoTool, parity_reward
+    from toolrl.config import load_config
+    from toolrl.trainers.rl_setup import fit
+    import toolrl.trainers.rl as rl
+    overrides = {overrides!r}
+    config = load_config(None, overrides)
+    if {slow_step} >= 0:  # make one step slow so the parent can kill it mid-step
+        original = rl.RLTrainer.step
+        def step(self, s):
+            if s == {slow_step}:
+                pathlib.Path({marker!r}).write_text("in step")
+                import time; time.sleep(60)
+            return original(self, s)
+        rl.RLTrainer.step = step
+    fit(config, resume={resume}, tools=[EchoTool()], reward_fn=parity_reward)
+    """
+)
+
+
+def run_fit(overrides, tmp_path, *, resume=False, slow_step=-1, marker=""):
+    code = RUNNER.format(
+        tests=os.path.dirname(os.path.dirname(__file__)),
+        overrides=overrides,
+        slow_step=slow_step,
+        marker=marker,
+        resume=resume,
+    )
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_the_uninterrupted_run(rl_config, tmp_path):
+    base = [
+        f"{k}.{f}={json.dumps(v) if not isinstance(v, str) else v}"
+        for k, sec in rl_config.to_dict().items()
+        for f, v in sec.items()
+        if k in ("model", "data", "rollout", "reward", "trainer")
+    ]
+    straight = [*base, f"trainer.output_dir={tmp_path / 'a'}"]
+    killed = [*base, f"trainer.output_dir={tmp_path / 'b'}"]
+    assert run_fit(straight, tmp_path).wait(timeout=300) == 0
+
+    marker = tmp_path / "marker"
+    proc = run_fit(killed, tmp_path, slow_step=2, marker=str(marker))
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = tmp_path / "b" / "test" / "rollouts" / "step_1.jsonl"
+    written = first.stat().st_mtime_ns
+    assert run_fit(killed, tmp_path, resume=True).wait(timeout=300) == 0
+    assert first.stat().st_mtime_ns == written  # resumed from step 2, did not start over
+
+    a = read_metrics(tmp_path / "a" / "test")
+    b = read_metrics(tmp_path / "b" / "test")
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("timing/")} for r in rows]  # noqa: E731
+    assert [r["step"] for r in b] == [1, 2, 3]
+    assert strip(a) == strip(b)

@@ -1,0 +1,89 @@
+"""`toolrl sft RECIPE [overrides]`, `toolrl rl RECIPE [overrides]` (both with --resume), and
+`toolrl export` (merge LoRA adapters into a plain HF checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    for name, help_text in (
+        ("sft", "cold-start SFT on multi-turn tool-use conversations"),
+        ("rl", "agentic RL (GRPO-TCR by default) with the sandboxed code interpreter"),
+    ):
+        parser = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text}. Run directory: trainer.output_dir/trainer.run_name.",
+        )
+        parser.add_argument("recipe", help="recipe path or name in recipes/")
+        parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6")
+        parser.add_argument(
+            "--resume", action="store_true", help="continue from the last complete checkpoint"
+        )
+        parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+        parser.set_defaults(handler=run_sft if name == "sft" else run_rl)
+    export = subparsers.add_parser("export", help="merge LoRA adapters into a plain HF checkpoint")
+    export.add_argument(
+        "adapter", help="a checkpoint directory with PEFT adapters (checkpoints/step_N)"
+    )
+    export.add_argument("out", help="output directory for the merged model")
+    export.set_defaults(handler=run_export)
+
+
+def _config(args):
+    from toolrl.config import load_config
+
+    return load_config(args.recipe, args.overrides)
+
+
+def run_sft(args: argparse.Namespace) -> int:
+    from toolrl.config import ConfigError
+    from toolrl.data.io import DataError
+    from toolrl.trainers.sft import run_sft as train
+
+    try:
+        run_dir = train(_config(args), resume=args.resume, device=args.device)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"sft finished: {run_dir}")
+    return 0
+
+
+def run_rl(args: argparse.Namespace) -> int:
+    from toolrl.config import ConfigError
+    from toolrl.data.io import DataError
+    from toolrl.trainers.rl_setup import fit
+
+    try:
+        run_dir = fit(_config(args), resume=args.resume, device=args.device)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"rl finished: {run_dir}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = Path(args.adapter)
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        print(
+            f"error: {adapter} has no adapter_config.json (not a LoRA checkpoint)", file=sys.stderr
+        )
+        return 2
+    base_path = json.loads(config_file.read_text())["base_model_name_or_path"]
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(args.out)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(args.out)
+    print(f"merged {adapter} into {base_path} -> {args.out}")
+    return 0

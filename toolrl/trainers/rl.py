@@ -1,0 +1,312 @@
+"""Agentic RL with GRPO-TCR: the step reads top to bottom in `RLTrainer.step`.
+
+    prompts → n rollouts each through the agent loop (real sandbox) → rewards and shaping →
+    GRPO advantages per group → (optional) drop all-equal groups → old log-probs recomputed
+    by the trainer → mini-batch policy updates with exact micro-batch accumulation → metrics
+
+How this departs from the paper's released code (Open-AgentRL on verl), on purpose:
+- the tool-call shaping (−1 + 0.1·k on wrong answers, capped at −0.6) really applies (switch:
+  reward.tool_shaping); the released code computed it but never used it;
+- trajectories that hit a sandbox infrastructure error are masked out of the loss and of their
+  group's baseline, and counted (`rollout/infra_masked`), instead of being scored as wrong;
+- rollouts are seeded per (step, sample, rollout, turn), and the data order per step, so a run
+  resumed from a checkpoint reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from toolrl.algorithms import (
+    agg_loss,
+    broadcast_to_tokens,
+    get_advantage_estimator,
+    get_kl_estimator,
+    get_policy_loss,
+    num_valid_seqs,
+    num_valid_tokens,
+)
+from toolrl.config import Config
+from toolrl.rollout.agent_loop import AgentLoop
+from toolrl.trainers.batching import TokenBatch, micro_batches, pad_sequences, token_logprobs
+from toolrl.types import Sample, Trajectory
+
+
+@dataclass
+class PromptStream:
+    """The training prompts in a per-epoch shuffled order, addressable by step.
+
+    Step s takes items [s·B, (s+1)·B) of the endless stream epoch 0, epoch 1, ...; each epoch's
+    order is a permutation seeded by (seed, epoch), so the batch of a step depends on nothing
+    but the step: resuming needs no saved iterator.
+    """
+
+    samples: list[Sample]
+    batch_size: int
+    seed: int
+    shuffle: bool = True
+
+    def batch(self, step: int) -> list[Sample]:
+        n = len(self.samples)
+        out = []
+        for position in range(step * self.batch_size, (step + 1) * self.batch_size):
+            epoch, index = divmod(position, n)
+            out.append(self.samples[int(self._order(epoch)[index])])
+        return out
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(len(self.samples))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.samples), generator=generator)
+
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.samples) // self.batch_size)
+
+
+@contextmanager
+def timed(timing: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timing[f"timing/{name}"] = timing.get(f"timing/{name}", 0.0) + time.perf_counter() - start
+
+
+class RLTrainer:
+    """Holds the parts of an RL run; `step` does one GRPO-TCR step. Built by `build_rl_trainer`."""
+
+    def __init__(
+        self,
+        config: Config,
+        model,
+        tokenizer,
+        loop: AgentLoop,
+        prompts: PromptStream,
+        reward_fn,
+        optimizer,
+        scheduler,
+        ref_model=None,
+    ):
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.loop = loop
+        self.prompts = prompts
+        self.reward_fn = reward_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.ref_model = ref_model
+        self.last_trajectories: list[Trajectory] = []
+
+    def step(self, step: int) -> dict[str, float]:
+        """One RL step on the prompts of `step`; returns its metrics."""
+        cfg, timing = self.config, {}
+        with timed(timing, "step"):
+            samples = self.prompts.batch(step)
+            with timed(timing, "rollout"):
+                self.model.eval()
+                self.loop.settings.seed = cfg.trainer.seed * 1_000_003 + step
+                trajectories = self.loop.run(samples, n=cfg.rollout.n)
+            with timed(timing, "reward"):
+                self.reward_fn(trajectories)
+            trained = [t for t in trajectories if not t.has_infra_error]
+            advantages = self.advantages(trained)
+            if cfg.algorithm.filter_groups:
+                trained, advantages = drop_uniform_groups(trained, advantages)
+            batch = self.collate(trained)
+            with timed(timing, "old_log_prob"):
+                old_logprobs, ref_logprobs = self.reference_logprobs(batch)
+            with timed(timing, "update"):
+                update_metrics = self.update_policy(batch, advantages, old_logprobs, ref_logprobs)
+        self.last_trajectories = trajectories
+        metrics = rollout_metrics(trajectories)
+        metrics["rollout/infra_masked"] = len(trajectories) - len(
+            [t for t in trajectories if not t.has_infra_error]
+        )
+        metrics["rollout/trained_trajectories"] = len(trained)
+        metrics["critic/advantages/mean"] = float(advantages.mean()) if len(advantages) else 0.0
+        metrics["critic/advantages/max"] = float(advantages.max()) if len(advantages) else 0.0
+        metrics["critic/advantages/min"] = float(advantages.min()) if len(advantages) else 0.0
+        metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
+        return {**metrics, **update_metrics, **timing}
+
+    def advantages(self, trajectories: list[Trajectory]) -> torch.Tensor:
+        """Per-trajectory advantages within each sample's group (config.algorithm.advantage)."""
+        if not trajectories:
+            return torch.zeros(0)
+        scores = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
+        group_of = {
+            sid: g for g, sid in enumerate(dict.fromkeys(t.sample.id for t in trajectories))
+        }
+        group_ids = torch.tensor([group_of[t.sample.id] for t in trajectories])
+        name = self.config.algorithm.advantage
+        kwargs = {"eps": self.config.algorithm.adv_eps} if name == "grpo" else {}
+        return get_advantage_estimator(name)(scores, group_ids, **kwargs)
+
+    def collate(self, trajectories: list[Trajectory]) -> TokenBatch | None:
+        if not trajectories:
+            return None
+        sequences = [t.prompt_ids + t.response_ids for t in trajectories]
+        masks = [[0] * len(t.prompt_ids) + t.loss_mask for t in trajectories]
+        return pad_sequences(sequences, masks, pad_token_id=self.tokenizer.pad_token_id or 0)
+
+    @torch.no_grad()
+    def reference_logprobs(
+        self, batch: TokenBatch | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Old log-probs (the policy before this step's updates) and, with a KL term, the reference's."""
+        if batch is None:
+            return None, None
+        size = self.config.trainer.micro_batch_size
+        temperature = self.config.rollout.temperature
+        old = torch.cat(
+            [
+                token_logprobs(self.model, batch.select(s), temperature=temperature)[0]
+                for s in micro_batches(len(batch), size)
+            ]
+        )
+        ref = None
+        if self.ref_model is not None:
+            ref = torch.cat(
+                [
+                    token_logprobs(self.ref_model, batch.select(s), temperature=temperature)[0]
+                    for s in micro_batches(len(batch), size)
+                ]
+            )
+        return old, ref
+
+    def update_policy(self, batch, advantages, old_logprobs, ref_logprobs) -> dict[str, float]:
+        """ppo_epochs × mini-batches of `ppo_mini_batch_size` prompts; one optimizer step each."""
+        cfg = self.config
+        if batch is None:
+            self.scheduler.step()
+            return {"actor/skipped_update": 1.0}
+        self.model.train()
+        token_adv = (
+            broadcast_to_tokens(advantages, torch.ones_like(batch.loss_mask)) * batch.loss_mask
+        )
+        rows_per_mini = cfg.trainer.ppo_mini_batch_size * cfg.rollout.n
+        sums: dict[str, float] = {}
+        updates = 0
+        for _ in range(cfg.trainer.ppo_epochs):
+            for mini in micro_batches(len(batch), rows_per_mini):
+                stats = self.mini_batch_update(
+                    batch.select(mini),
+                    token_adv[mini],
+                    old_logprobs[mini],
+                    None if ref_logprobs is None else ref_logprobs[mini],
+                )
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                updates += 1
+        self.scheduler.step()
+        return {key: value / updates for key, value in sums.items()}
+
+    def mini_batch_update(
+        self, mini: TokenBatch, advantages, old_logprobs, ref_logprobs
+    ) -> dict[str, float]:
+        """Accumulate micro-batch gradients with the mini-batch's normalisers, then one step."""
+        alg = self.config.algorithm
+        policy_loss = get_policy_loss(alg.policy_loss)
+        clip_c = alg.clip_ratio_c if alg.policy_loss == "ppo_clip" else None
+        num_tokens, num_seqs = num_valid_tokens(mini.loss_mask), num_valid_seqs(mini.loss_mask)
+        totals: dict[str, float] = {}
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in micro_batches(len(mini), self.config.trainer.micro_batch_size):
+            part = mini.select(micro)
+            mask = part.loss_mask
+            logprobs, entropy = token_logprobs(
+                self.model, part, temperature=self.config.rollout.temperature, with_entropy=True
+            )
+            norms = {
+                "global_num_tokens": num_tokens,
+                "global_num_seqs": num_seqs,
+                "norm_length": self.config.rollout.max_response_length,
+            }
+            loss, metrics = policy_loss(
+                logprobs,
+                old_logprobs[micro],
+                advantages[micro],
+                mask,
+                clip_ratio_low=alg.clip_ratio_low,
+                clip_ratio_high=alg.clip_ratio_high,
+                clip_ratio_c=clip_c,
+                loss_agg_mode=alg.loss_agg_mode,
+                **norms,
+            )
+            pg_loss = loss.detach()
+            if ref_logprobs is not None and alg.kl_coef > 0:
+                kl = get_kl_estimator(alg.kl_estimator)(logprobs, ref_logprobs[micro])
+                kl_loss = agg_loss(kl, mask, alg.loss_agg_mode, **norms)
+                loss = loss + alg.kl_coef * kl_loss
+                totals["actor/kl_loss"] = totals.get("actor/kl_loss", 0.0) + float(kl_loss)
+            loss.backward()
+            share = float(mask.sum() / num_tokens.clamp(min=1))  # token weight of this micro-batch
+            totals["actor/pg_loss"] = totals.get("actor/pg_loss", 0.0) + float(pg_loss)
+            totals["actor/entropy"] = (
+                totals.get("actor/entropy", 0.0)
+                + float(agg_loss(entropy, mask, "token-mean")) * share
+            )
+            for name in (
+                "pg_clipfrac",
+                "pg_clipfrac_lower",
+                "pg_clipfrac_ratio_high",
+                "pg_clipfrac_ratio_low",
+                "ppo_kl",
+            ):
+                totals[f"actor/{name}"] = (
+                    totals.get(f"actor/{name}", 0.0) + float(metrics[name]) * share
+                )
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.trainer.grad_clip)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+        else:  # never apply a non-finite update; count it instead
+            totals["actor/nonfinite_grad_skipped"] = 1.0
+        self.optimizer.zero_grad(set_to_none=True)
+        totals["actor/grad_norm"] = float(grad_norm)
+        return totals
+
+
+def drop_uniform_groups(
+    trajectories: list[Trajectory], advantages: torch.Tensor
+) -> tuple[list[Trajectory], torch.Tensor]:
+    """DAPO dynamic sampling without resampling: drop groups whose rewards are all equal."""
+    rewards: dict[str, set[float]] = {}
+    for t in trajectories:
+        rewards.setdefault(t.sample.id, set()).add(float(t.reward))
+    keep = [i for i, t in enumerate(trajectories) if len(rewards[t.sample.id]) > 1]
+    return [trajectories[i] for i in keep], advantages[keep] if keep else advantages[:0]
+
+
+def rollout_metrics(trajectories: list[Trajectory]) -> dict[str, float]:
+    """Rollout statistics under verl's names, plus tool-use analytics (the paper's Sec. 5)."""
+    n = max(1, len(trajectories))
+    lengths = [t.response_length for t in trajectories] or [0]
+    calls = sum(t.num_tool_calls for t in trajectories)
+    metrics = {
+        "critic/score/mean": sum(t.reward_info.get("score", t.reward or 0.0) for t in trajectories)
+        / n,
+        "critic/rewards/mean": sum(t.reward or 0.0 for t in trajectories) / n,
+        "acc/mean": sum(bool(t.reward_info.get("acc", False)) for t in trajectories) / n,
+        "response_length/mean": sum(lengths) / len(lengths),
+        "response_length/max": max(lengths),
+        "response_length/min": min(lengths),
+        "response_length/clip_ratio": sum(
+            t.stop_reason == "max_response_tokens" for t in trajectories
+        )
+        / n,
+        "prompt_length/mean": sum(len(t.prompt_ids) for t in trajectories) / n,
+        "num_turns/mean": sum(len(t.turns) for t in trajectories) / n,
+        "tool/calls_per_response": calls / n,
+        "tool/success_rate": sum(t.num_successful_tool_calls for t in trajectories) / calls
+        if calls
+        else 0.0,
+    }
+    for t in trajectories:
+        key = f"stop_reason/{t.stop_reason}"
+        metrics[key] = metrics.get(key, 0.0) + 1.0 / n
+    return metrics

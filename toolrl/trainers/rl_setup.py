@@ -1,0 +1,208 @@
+"""Building an RL run from a Config, and running it with checkpoints, resume and logging.
+
+`build_rl_trainer` is the one place a Config becomes objects (model, engine, tools, data,
+optimizer); `fit` is the outer loop: step, validate, log, save. The step itself is in rl.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from toolrl.chat import encode, render
+from toolrl.config import Config, check_rl
+from toolrl.data.io import write_jsonl
+from toolrl.data.rl import load_rl_samples
+from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
+from toolrl.rollout.records import trajectory_record
+from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from toolrl.trainers.model_io import load_policy, resolve_model_path
+from toolrl.trainers.optim import build_optimizer, build_scheduler
+from toolrl.trainers.rl import PromptStream, RLTrainer
+from toolrl.trainers.tracking import MetricsLogger
+
+
+def run_dir_of(config: Config) -> Path:
+    return Path(config.trainer.output_dir) / config.trainer.run_name
+
+
+def load_prompts(config: Config, tokenizer, tool_schemas: list[dict]) -> tuple[list, int]:
+    """Training samples from every train file; prompts over max_prompt_length are dropped and counted."""
+    if not config.data.train_files:
+        raise ValueError(
+            "data.train_files is empty: give RL data (jsonl or parquet in the verl schema)"
+        )
+    samples = [s for path in config.data.train_files for s in load_rl_samples(path)]
+    limit = config.data.max_prompt_length
+    kept = [
+        s
+        for s in samples
+        if len(
+            encode(
+                tokenizer, render(tokenizer, s.messages, tool_schemas, add_generation_prompt=True)
+            )
+        )
+        <= limit
+    ]
+    if not kept:
+        raise ValueError(f"every prompt is longer than data.max_prompt_length={limit} tokens")
+    return kept, len(samples) - len(kept)
+
+
+def total_steps_of(config: Config, prompts: PromptStream) -> int:
+    return config.trainer.total_steps or config.trainer.epochs * prompts.steps_per_epoch()
+
+
+def build_engine(config: Config, model, tokenizer):
+    """The rollout engine. `hf` shares the training model's weights, so no sync is needed."""
+    if config.rollout.engine == "hf":
+        from toolrl.rollout.engines.hf import HFEngine
+
+        return HFEngine(model, pad_token_id=tokenizer.pad_token_id or 0, seed=config.trainer.seed)
+    raise NotImplementedError(
+        f"rollout.engine={config.rollout.engine!r} is not available in single-process training yet; "
+        "use rollout.engine=hf"
+    )
+
+
+def default_reward_fn(config: Config):
+    from toolrl.rewards import score_trajectories
+
+    return lambda trajectories: score_trajectories(
+        trajectories, config.reward, config.rollout.max_response_length
+    )
+
+
+def default_tools(config: Config) -> list:
+    from toolrl.tools.code_interpreter import CodeInterpreter
+
+    return [CodeInterpreter.from_config(config.rollout)]
+
+
+def build_rl_trainer(
+    config: Config, *, resume: bool = False, tools=None, reward_fn=None, device: str = "cpu"
+) -> tuple[RLTrainer, int]:
+    """An RLTrainer and the step to start from (the last checkpoint's when resuming)."""
+    check_rl(config)
+    run_dir = run_dir_of(config)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    base = resolve_model_path(config.model.path, run_dir)
+    lora = config.model.lora_rank > 0
+    if checkpoint is not None and not lora:
+        model, tokenizer = load_policy(
+            checkpoint, dataclasses.replace(config.model, lora_rank=0), device=device
+        )
+    else:
+        model, tokenizer = load_policy(
+            base, config.model, device=device, adapter_path=checkpoint if lora else None
+        )
+    tools = tools if tools is not None else default_tools(config)
+    samples, dropped = load_prompts(config, tokenizer, [t.schema for t in tools])
+    if dropped:
+        print(
+            f"note: dropped {dropped} prompts longer than data.max_prompt_length", file=sys.stderr
+        )
+    prompts = PromptStream(
+        samples, config.data.train_batch_size, config.trainer.seed, config.data.shuffle
+    )
+    context = getattr(model.config, "max_position_embeddings", 0)
+    settings = settings_from_config(
+        config.rollout, max_context_length=context, seed=config.trainer.seed
+    )
+    loop = AgentLoop(build_engine(config, model, tokenizer), tokenizer, tools, settings)
+    optimizer = build_optimizer(model.parameters(), config.trainer)
+    scheduler = build_scheduler(optimizer, config.trainer, total_steps_of(config, prompts))
+    ref_model = None
+    if config.algorithm.kl_coef > 0:  # the reference is the starting policy, frozen
+        ref_model = load_policy(
+            base, dataclasses.replace(config.model, lora_rank=0), device=device
+        )[0].eval()
+        ref_model.requires_grad_(False)
+    start = 0
+    if checkpoint is not None:
+        start = load_trainer_state(checkpoint, optimizer, scheduler)["step"]
+    trainer = RLTrainer(
+        config,
+        model,
+        tokenizer,
+        loop,
+        prompts,
+        reward_fn or default_reward_fn(config),
+        optimizer,
+        scheduler,
+        ref_model,
+    )
+    return trainer, start
+
+
+def fit(
+    config: Config,
+    *,
+    resume: bool = False,
+    tools=None,
+    reward_fn=None,
+    validate=None,
+    device: str = "cpu",
+) -> Path:
+    """Run (or resume) an RL run; returns its run directory."""
+    torch.manual_seed(config.trainer.seed)
+    trainer, start = build_rl_trainer(
+        config, resume=resume, tools=tools, reward_fn=reward_fn, device=device
+    )
+    run_dir = run_dir_of(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    logger = MetricsLogger(run_dir, config.trainer.loggers, config.to_dict(), resume_step=start)
+    total = total_steps_of(config, trainer.prompts)
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("[bold]rl"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    ]
+    with Progress(*columns, disable="console" not in config.trainer.loggers) as progress:
+        task = progress.add_task("rl", total=total, completed=start, status="")
+        for step in range(start, total):
+            metrics = trainer.step(step)
+            done = step + 1
+            if (
+                validate is not None
+                and config.trainer.val_every
+                and (done % config.trainer.val_every == 0 or done == total)
+            ):
+                metrics.update(validate(trainer, done))
+            logger.log(done, metrics)
+            write_jsonl(
+                run_dir / "rollouts" / f"step_{done}.jsonl",
+                [trajectory_record(t, trainer.tokenizer) for t in trainer.last_trajectories],
+            )
+            if (
+                config.trainer.save_every and done % config.trainer.save_every == 0
+            ) or done == total:
+                save_checkpoint(
+                    run_dir,
+                    done,
+                    trainer.model,
+                    trainer.tokenizer,
+                    trainer.optimizer,
+                    trainer.scheduler,
+                    {"config": yaml.safe_dump(config.to_dict())},
+                )
+            status = f"score {metrics['critic/score/mean']:+.3f} acc {metrics['acc/mean']:.2f} tools/resp {metrics['tool/calls_per_response']:.2f}"
+            progress.update(task, completed=done, status=status)
+    logger.close()
+    return run_dir

@@ -1,0 +1,222 @@
+"""Cold-start SFT on multi-turn tool-use conversations (`messages` + `tools` rows).
+
+Each conversation is rendered by `chat.render_with_mask`, the renderer the rollout's masks are
+checked against, so SFT trains exactly the tokens an RL rollout would sample: every assistant
+turn (tool calls included) up to and including its end-of-turn token; system, user and tool
+text never. Conversations longer than `trainer.max_length` are cut on the right and counted.
+
+A step is `data.train_batch_size` conversations, accumulated over micro-batches of
+`trainer.micro_batch_size` with the step's token count as the normaliser, so the loss is the
+token-mean over the whole step exactly. Batches are length-bucketed to waste little on padding;
+their order is a function of (seed, step), so resuming needs no saved iterator.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from toolrl.algorithms import agg_loss
+from toolrl.chat import TemplateError, render_with_mask
+from toolrl.config import Config
+from toolrl.data.io import DataError, read_rows
+from toolrl.trainers.batching import micro_batches, pad_sequences, token_logprobs
+from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from toolrl.trainers.model_io import load_policy, resolve_model_path
+from toolrl.trainers.optim import build_optimizer, build_scheduler
+from toolrl.trainers.tracking import MetricsLogger
+
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    mask: list[int]
+
+
+@dataclass
+class SFTData:
+    examples: list[Example]
+    truncated: int
+    dropped: int
+    """Rows with no assistant token left after truncation (nothing to train on)."""
+
+
+def load_sft_examples(paths: list[str], tokenizer, max_length: int) -> SFTData:
+    """Render every conversation; malformed rows fail with file and row."""
+    examples, truncated, dropped = [], 0, 0
+    for path in paths:
+        for index, row in read_rows(path):
+            messages, tools = parse_sft_row(row, f"{path}: row {index}")
+            try:
+                rendered = render_with_mask(tokenizer, messages, tools)
+            except TemplateError as err:
+                raise DataError(f"{path}: row {index}: {err}") from err
+            ids, mask = rendered.ids, rendered.mask
+            if len(ids) > max_length:
+                ids, mask, truncated = ids[:max_length], mask[:max_length], truncated + 1
+            if not any(mask[1:]):
+                dropped += 1
+                continue
+            examples.append(Example(ids, mask))
+    return SFTData(examples, truncated, dropped)
+
+
+def parse_sft_row(row: dict, where: str) -> tuple[list[dict], list[dict] | None]:
+    """`messages` (list or JSON string) and optional `tools` (list or JSON string) of one row."""
+    messages, tools = row.get("messages"), row.get("tools")
+    try:
+        messages = json.loads(messages) if isinstance(messages, str) else messages
+        tools = json.loads(tools) if isinstance(tools, str) and tools else tools
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{where}: column `messages` or `tools` is not valid JSON ({err.msg})"
+        ) from err
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: column `messages` must be a non-empty list of chat messages")
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise DataError(f"{where}: column `messages`[{j}] needs a role in {sorted(ROLES)}")
+        if not isinstance(m.get("content") or "", str):
+            raise DataError(f"{where}: column `messages`[{j}].content must be a string")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: column `messages` has no assistant message to train on")
+    if tools is not None and not isinstance(tools, list):
+        raise DataError(f"{where}: column `tools` must be a list of function schemas")
+    return messages, tools or None
+
+
+def step_batches(
+    examples: list[Example], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch's batches: shuffled, then sorted by length inside windows of 50 batches."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(examples[i].ids))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sft_loss(
+    model, examples: list[Example], micro_batch_size: int, pad_token_id: int, *, backward: bool
+) -> tuple[float, int]:
+    """Token-mean NLL of the assistant tokens of `examples` (accumulating gradients if asked)."""
+    batch = pad_sequences(
+        [e.ids for e in examples], [e.mask for e in examples], pad_token_id=pad_token_id
+    )
+    num_tokens = batch.loss_mask.sum()
+    total = 0.0
+    for micro in micro_batches(len(batch), micro_batch_size):
+        part = batch.select(micro)
+        logprobs, _ = token_logprobs(model, part)
+        loss = agg_loss(-logprobs, part.loss_mask, "token-mean", global_num_tokens=num_tokens)
+        if backward:
+            loss.backward()
+        total += float(loss.detach())
+    return total, int(num_tokens)
+
+
+def run_sft(config: Config, *, resume: bool = False, device: str = "cpu") -> Path:
+    """Train (or resume) an SFT run; returns its run directory with checkpoints and metrics."""
+    torch.manual_seed(config.trainer.seed)
+    run_dir = Path(config.trainer.output_dir) / config.trainer.run_name
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    model, tokenizer = load_policy(
+        checkpoint or resolve_model_path(config.model.path, run_dir), config.model, device=device
+    )
+    t = config.trainer
+    train = load_sft_examples(config.data.train_files, tokenizer, t.max_length)
+    val = (
+        load_sft_examples(config.data.val_files, tokenizer, t.max_length)
+        if config.data.val_files
+        else None
+    )
+    print(
+        f"sft: {len(train.examples)} conversations ({train.truncated} truncated at {t.max_length} tokens, {train.dropped} with nothing to train dropped)",
+        file=sys.stderr,
+    )
+    if not train.examples:
+        raise DataError("no training conversation left to train on")
+    epochs = [
+        step_batches(train.examples, config.data.train_batch_size, t.seed, e)
+        for e in range(t.epochs)
+    ]
+    schedule = [b for epoch in epochs for b in epoch]
+    total = min(t.total_steps, len(schedule)) if t.total_steps else len(schedule)
+    optimizer = build_optimizer(model.parameters(), t)
+    scheduler = build_scheduler(optimizer, t, total)
+    start = load_trainer_state(checkpoint, optimizer, scheduler)["step"] if checkpoint else 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    logger = MetricsLogger(run_dir, t.loggers, config.to_dict(), resume_step=start)
+    pad = tokenizer.pad_token_id or 0
+    from rich.progress import Progress
+
+    with Progress(disable="console" not in t.loggers) as progress:
+        task = progress.add_task("sft", total=total, completed=start)
+        for step in range(start, total):
+            began = time.perf_counter()
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            loss, tokens = sft_loss(
+                model,
+                [train.examples[i] for i in schedule[step]],
+                t.micro_batch_size,
+                pad,
+                backward=True,
+            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], t.grad_clip
+            )
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+            metrics = {
+                "train/loss": loss,
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/grad_norm": float(grad_norm),
+                "train/tokens": tokens,
+                "timing/step": time.perf_counter() - began,
+            }
+            scheduler.step()
+            done = step + 1
+            if val is not None and ((t.val_every and done % t.val_every == 0) or done == total):
+                metrics["val/loss"] = validation_loss(
+                    model, val.examples, config.data.train_batch_size, t.micro_batch_size, pad
+                )
+            logger.log(done, metrics)
+            if (t.save_every and done % t.save_every == 0) or done == total:
+                save_checkpoint(run_dir, done, model, tokenizer, optimizer, scheduler, {})
+            progress.update(task, completed=done, description=f"sft loss {loss:.3f}")
+    logger.close()
+    return run_dir
+
+
+@torch.no_grad()
+def validation_loss(
+    model, examples: list[Example], batch_size: int, micro_batch_size: int, pad_token_id: int
+) -> float:
+    """Token-mean NLL of the assistant tokens over the whole validation set."""
+    model.eval()
+    weighted, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        loss, n = sft_loss(
+            model,
+            examples[start : start + batch_size],
+            micro_batch_size,
+            pad_token_id,
+            backward=False,
+        )
+        weighted, tokens = weighted + loss * n, tokens + n
+    return weighted / max(tokens, 1)
