@@ -149,7 +149,7 @@ def test_malformed_rows_fail_with_file_and_row(tiny_tokenizer, tmp_path, row, me
 
 def test_lora_adapters_save_in_peft_format_and_export_merges(tiny_dir, tmp_path):
     data = write_rows(tmp_path / "sft.jsonl", [CONVERSATION] * 2)
-    config = sft_config(tiny_dir, tmp_path, data, "model.lora_rank=4", "trainer.total_steps=2")
+    config = sft_config(tiny_dir, tmp_path, data, "model.lora_rank=4", "trainer.epochs=2")
     run_dir = run_sft(config)
     adapter = run_dir / "checkpoints" / "step_2"  # save_every=0: only the final checkpoint
     assert (adapter / "adapter_config.json").is_file() and (
