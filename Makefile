@@ -52,6 +52,7 @@ format: install
 	$(BIN)/ruff check --fix toolrl tests benchmarks
 
 bench: install
+	$(BIN)/pip install -q -e '.[test,lora,bench]'
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

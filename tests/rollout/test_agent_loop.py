@@ -234,3 +234,94 @@ def test_batching_does_not_change_a_trajectory(tiny_dir, tiny_tokenizer, n_sampl
         [sample(i) for i in range(n_samples)]
     )[0]
     assert alone.response_ids == batched.response_ids
+
+
+class SteppedScriptEngine(ScriptedEngine):
+    """A scripted engine that batches continuously: one token per decoding step per request."""
+
+    def __init__(self, tokenizer, policy, step_s=0.002):
+        super().__init__(tokenizer, policy)
+        self.step_s = step_s
+
+    def serve(self, take, done):
+        running = {}  # key -> (full result, emitted count)
+        while True:
+            for key, request in take(64):
+                running[key] = (self._one(request), 0)
+            if not running:
+                return
+            time.sleep(self.step_s)
+            for key, (result, emitted) in list(running.items()):
+                if emitted + 1 == len(result.token_ids):
+                    del running[key]
+                    done(key, result)
+                else:
+                    running[key] = (result, emitted + 1)
+
+
+def test_a_short_turn_goes_to_its_tool_while_a_long_turn_still_decodes(tiny_tokenizer):
+    events = {}
+
+    class Recording(EvalTool):
+        async def call(self, arguments):
+            events.setdefault("tool_started", time.monotonic())
+            await asyncio.sleep(0.2)
+            return Result("1")
+
+    def policy(context):
+        if "Question 0" in context:  # short turn, then a tool call
+            return call_text("1") if "<tool_response>" not in context else "\\boxed{1}"
+        return "x" * 300 + " \\boxed{2}"  # one long turn (~300 decoding steps)
+
+    engine = SteppedScriptEngine(tiny_tokenizer, policy)
+    agent = AgentLoop(engine, tiny_tokenizer, [Recording()], LoopSettings())
+    original = agent._generate
+
+    async def timed(traj, scheduler):
+        state = await original(traj, scheduler)
+        if traj.sample.id == "q1":
+            events["long_turn_done"] = time.monotonic()
+        return state
+
+    agent._generate = timed
+    trajs = agent.run([sample(0), sample(1)])
+    assert [t.stop_reason for t in trajs] == ["answered", "answered"]
+    assert events["tool_started"] < events["long_turn_done"]
+
+
+def test_a_request_admitted_mid_batch_samples_what_it_would_alone(tiny_dir):
+    from toolrl.rollout.engines.base import GenerationRequest
+
+    engine = HFEngine.from_path(str(tiny_dir))
+    long = GenerationRequest(list(range(40, 90)), 40, seed=1)
+    late = GenerationRequest(list(range(20, 30)), 25, seed=2)
+    short = GenerationRequest(list(range(60, 65)), 3, seed=3)
+    alone = {
+        name: engine.generate([r])[0]
+        for name, r in (("long", long), ("late", late), ("short", short))
+    }
+    results, steps = {}, [0]
+
+    def take(room):
+        steps[0] += 1
+        if steps[0] == 1:
+            return [("long", long), ("short", short)]
+        if steps[0] == 10:  # joins after 'short' finished and its cache columns were dropped
+            return [("late", late)]
+        return []
+
+    engine.serve(take, results.__setitem__)
+    for name in alone:
+        assert results[name].token_ids == alone[name].token_ids, name
+        assert results[name].logprobs == pytest.approx(alone[name].logprobs, abs=1e-4)
+
+
+def test_an_engine_failure_reaches_every_trajectory_instead_of_hanging(tiny_tokenizer):
+    class Broken(ScriptedEngine):
+        def serve(self, take, done):
+            take(64)
+            raise RuntimeError("engine died")
+
+    agent = AgentLoop(Broken(tiny_tokenizer, solver), tiny_tokenizer, [EvalTool()], LoopSettings())
+    with pytest.raises(RuntimeError, match="engine died"):
+        agent.run([sample(0), sample(1)])

@@ -12,8 +12,9 @@ glue with mask 0. Model text is never re-tokenized: the response is the sampled 
 observation ids, so `prompt_ids + response_ids` is exactly what the model saw.
 
 No lockstep: all trajectories run as asyncio tasks. Generation requests go to a `BatchScheduler`
-that runs the engine in a worker thread on whatever requests are waiting; while one batch
-generates, tools of other trajectories run, and their next requests form the next batch.
+that keeps the engine decoding in a worker thread; with a continuously batching engine (HF)
+a request joins the running batch between decoding steps and returns the moment it finishes,
+so a trajectory goes to its tool while the others keep decoding.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,47 +87,107 @@ class State(enum.Enum):
 
 
 class BatchScheduler:
-    """Collects generation requests from many trajectories and runs them in batches.
+    """Feeds generation requests from many trajectories to the engine.
 
-    The engine runs in a worker thread, so the event loop keeps running tools meanwhile; each
-    batch takes every request waiting at that moment (up to `max_batch_size`).
+    With an engine that batches continuously (has `serve`, like HFEngine) a worker thread keeps
+    one decoding batch running: requests join it between decoding steps and each result comes
+    back the moment its request finishes. Other engines get every waiting request as one
+    `generate` call. Either way the engine runs off the event loop, so tools run meanwhile.
     """
 
     def __init__(self, engine: Engine, max_batch_size: int = 256):
         self.engine = engine
         self.max_batch_size = max_batch_size
-        self._queue: asyncio.Queue[tuple[GenerationRequest, asyncio.Future]] = asyncio.Queue()
+        self.continuous = hasattr(engine, "serve")
+        self._inbox: deque[tuple[GenerationRequest, asyncio.Future]] = deque()
+        self._lock = threading.Lock()
+        self._serving = False
+        self._in_flight: set[asyncio.Future] = set()
         self._worker: asyncio.Task | None = None
         self.batch_sizes: list[int] = []
+        """Requests taken per engine call (batch mode) or per admission (continuous mode)."""
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((request, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._inbox.append((request, future))
+            start = not self._serving
+            self._serving = True
+        if start:
+            self._worker = asyncio.create_task(
+                self._serve() if self.continuous else self._run_batches()
+            )
         return await future
 
-    async def _run(self) -> None:
+    def _take(self, room: int) -> list[tuple[GenerationRequest, asyncio.Future]]:
+        with self._lock:
+            taken = [self._inbox.popleft() for _ in range(min(room, len(self._inbox)))]
+            self._in_flight.update(future for _, future in taken)
+        if taken:
+            self.batch_sizes.append(len(taken))
+        return taken
+
+    def _go_idle(self) -> bool:
+        """Stop serving unless a request arrived meanwhile (checked under the inbox lock)."""
+        with self._lock:
+            if self._inbox:
+                return False
+            self._serving = False
+            return True
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def take(room: int):
+            # A request whose trajectory was cancelled is dropped instead of decoded.
+            return [(future, request) for request, future in self._take(room) if not future.done()]
+
+        def done(future: asyncio.Future, result: GenerationResult) -> None:
+            loop.call_soon_threadsafe(self._resolve, future, result)
+
         while True:
-            batch = [await self._queue.get()]
+            try:
+                await asyncio.to_thread(self.engine.serve, take, done)
+            except Exception as err:  # the engine failed: every waiting trajectory learns why
+                self._fail_all(err)
+            if self._go_idle():
+                return
+
+    async def _run_batches(self) -> None:
+        while True:
             await asyncio.sleep(0)  # let every trajectory that is ready enqueue its request
-            while not self._queue.empty() and len(batch) < self.max_batch_size:
-                batch.append(self._queue.get_nowait())
-            self.batch_sizes.append(len(batch))
+            batch = self._take(self.max_batch_size)
+            if not batch:
+                if self._go_idle():
+                    return
+                continue
             try:
                 results = await asyncio.to_thread(self.engine.generate, [r for r, _ in batch])
-            except Exception as err:  # the engine failed: every waiting trajectory learns why
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+            except Exception as err:
+                self._fail_all(err)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+                self._resolve(future, result)
+
+    def _resolve(self, future: asyncio.Future, result: GenerationResult) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+        if not future.done():
+            future.set_result(result)
+
+    def _fail_all(self, err: Exception) -> None:
+        """Fail every request taken by the engine or still waiting."""
+        with self._lock:
+            futures = [*self._in_flight, *(f for _, f in self._inbox)]
+            self._in_flight.clear()
+            self._inbox.clear()
+        for future in futures:
+            if not future.done():
+                future.set_exception(err)
 
     async def close(self) -> None:
         if self._worker is not None:
-            self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
 

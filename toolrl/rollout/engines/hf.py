@@ -1,9 +1,12 @@
-"""Batched sampling with a KV cache through a transformers causal LM (CPU or GPU).
+"""Continuous-batching sampling with a KV cache through a transformers causal LM (CPU or GPU).
 
 A hand-written decoding loop around the model's forward instead of `model.generate`: it returns
-exactly what the rollout needs (sampled ids, their log-probs, the finish reason), drops finished
-rows from the batch as it goes, and costs less per step than `generate` on small models
-(DESIGN.md: 2.4x faster at 1M parameters).
+exactly what the rollout needs (sampled ids, their log-probs, the finish reason), and it batches
+continuously: `serve` admits new requests into the running batch between decoding steps (their
+prompts are prefilled and their KV cache merged in, left-padded) and hands each request back the
+moment it finishes. So a trajectory whose turn ends early goes to its tool while the others keep
+decoding, and comes back into the batch as soon as its observation is appended: no lockstep.
+It also costs less per step than `generate` on small models (DESIGN.md: 2.4x at 1M parameters).
 
 Sampling is reproducible per request: each request's noise comes from its own seeded generator
 (Gumbel-max over the truncated distribution, which is exactly sampling from it), so a request's
@@ -12,13 +15,38 @@ tokens do not depend on what else shares its batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
 import torch
+import torch.nn.functional as F
 
 from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
 
+Take = Callable[[int], list[tuple[Hashable, GenerationRequest]]]
+Done = Callable[[Hashable, GenerationResult], None]
+
+
+@dataclass
+class _Running:
+    """The rows being decoded: their cache, masks, positions and what they sampled so far."""
+
+    cache: object
+    attention_mask: torch.Tensor  # [B, L]
+    next_position: torch.Tensor  # [B]
+    logits: torch.Tensor  # [B, V]: the distribution of each row's next token
+    keys: list[Hashable]
+    requests: list[GenerationRequest]
+    generators: list[torch.Generator]
+    tokens: list[list[int]] = field(default_factory=list)
+    logprobs: list[list[float]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
 
 class HFEngine:
-    """An `Engine` over a loaded transformers model."""
+    """An `Engine` over a loaded transformers model, with continuous batching (`serve`)."""
 
     def __init__(self, model, *, pad_token_id: int = 0, max_batch_size: int = 64, seed: int = 0):
         self.model = model
@@ -41,70 +69,100 @@ class HFEngine:
         return next(self.model.parameters()).device
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        results: list[GenerationResult] = []
-        for start in range(0, len(requests), self.max_batch_size):
-            results += self._generate_batch(requests[start : start + self.max_batch_size])
-        return results
+        """Generate for every request (continuously batched); results in request order."""
+        pending = list(enumerate(requests))
+        results: dict[Hashable, GenerationResult] = {}
+
+        def take(room: int):
+            taken = pending[:room]
+            del pending[:room]
+            return taken
+
+        self.serve(take, results.__setitem__)
+        return [results[i] for i in range(len(requests))]
 
     @torch.no_grad()
-    def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def serve(self, take: Take, done: Done) -> None:
+        """Decode until nothing is running and `take` has nothing new.
+
+        Between decoding steps, `take(room)` returns up to `room` new (key, request) pairs, which
+        join the batch; `done(key, result)` is called as soon as a request finishes.
+        """
+        batch: _Running | None = None
+        while True:
+            room = self.max_batch_size - (len(batch) if batch else 0)
+            new = take(room) if room > 0 else []
+            if new:
+                batch = self._admit(batch, new)
+            if batch is None:
+                return
+            batch = self._step(batch, done)
+
+    def _admit(
+        self, batch: _Running | None, new: list[tuple[Hashable, GenerationRequest]]
+    ) -> _Running:
+        """Prefill the new prompts as one left-padded batch and merge them into the running one."""
         from transformers import DynamicCache
 
-        device = self.device
-        generators = [
-            torch.Generator().manual_seed(
-                r.seed
-                if r.seed is not None
-                else int(torch.randint(2**62, (1,), generator=self._seeds))
-            )
-            for r in requests
-        ]
-        input_ids, attention_mask = self._left_pad([r.prompt_ids for r in requests], device)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        requests = [r for _, r in new]
+        input_ids, mask = self._left_pad([r.prompt_ids for r in requests])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, attention_mask, position_ids, cache)
-        next_position = position_ids[:, -1] + 1
+        logits = self._forward(input_ids, mask, positions, cache)
+        added = _Running(
+            cache=cache,
+            attention_mask=mask,
+            next_position=positions[:, -1] + 1,
+            logits=logits,
+            keys=[k for k, _ in new],
+            requests=requests,
+            generators=[self._generator(r) for r in requests],
+            tokens=[[] for _ in requests],
+            logprobs=[[] for _ in requests],
+        )
+        return added if batch is None else _merge(batch, added)
 
-        tokens: list[list[int]] = [[] for _ in requests]
-        logprobs: list[list[float]] = [[] for _ in requests]
-        finish: list[str | None] = [None] * len(requests)
-        active = list(range(len(requests)))  # request index of each row still in the batch
-        while active:
-            chosen, chosen_logprobs = sample(
-                logits, [requests[i] for i in active], [generators[i] for i in active]
-            )
-            keep = []
-            for row, i in enumerate(active):
-                token = int(chosen[row])
-                tokens[i].append(token)
-                logprobs[i].append(float(chosen_logprobs[row]))
-                if token in requests[i].stop_token_ids:
-                    finish[i] = "stop"
-                elif len(tokens[i]) >= requests[i].max_new_tokens:
-                    finish[i] = "length"
-                else:
-                    keep.append(row)
-            if not keep:
-                break
-            if len(keep) < len(active):  # drop finished rows from the batch and the cache
-                rows = torch.tensor(keep, device=device)
-                cache.batch_select_indices(rows)
-                attention_mask, next_position, chosen = (
-                    attention_mask[rows],
-                    next_position[rows],
-                    chosen[rows],
+    def _step(self, batch: _Running, done: Done) -> _Running | None:
+        """Sample one token per row, hand back finished rows, decode the rest one position."""
+        chosen, chosen_logprobs = sample(batch.logits, batch.requests, batch.generators)
+        keep = []
+        for row, request in enumerate(batch.requests):
+            token = int(chosen[row])
+            batch.tokens[row].append(token)
+            batch.logprobs[row].append(float(chosen_logprobs[row]))
+            if token in request.stop_token_ids:
+                done(
+                    batch.keys[row],
+                    GenerationResult(batch.tokens[row], batch.logprobs[row], "stop"),
                 )
-                active = [active[row] for row in keep]
-            attention_mask = torch.cat(
-                [attention_mask, attention_mask.new_ones(len(active), 1)], dim=1
-            )
-            logits = self._forward(
-                chosen[:, None].to(device), attention_mask, next_position[:, None], cache
-            )
-            next_position = next_position + 1
-        return [
-            GenerationResult(t, lp, f) for t, lp, f in zip(tokens, logprobs, finish, strict=True)
-        ]
+            elif len(batch.tokens[row]) >= request.max_new_tokens:
+                done(
+                    batch.keys[row],
+                    GenerationResult(batch.tokens[row], batch.logprobs[row], "length"),
+                )
+            else:
+                keep.append(row)
+        if not keep:
+            return None
+        if len(keep) < len(batch):
+            batch, chosen = _select(batch, keep), chosen[keep]
+        batch.attention_mask = torch.cat(
+            [batch.attention_mask, batch.attention_mask.new_ones(len(batch), 1)], dim=1
+        )
+        batch.logits = self._forward(
+            chosen[:, None].to(self.device),
+            batch.attention_mask,
+            batch.next_position[:, None],
+            batch.cache,
+        )
+        batch.next_position = batch.next_position + 1
+        return batch
+
+    def _generator(self, request: GenerationRequest) -> torch.Generator:
+        seed = request.seed
+        if seed is None:
+            seed = int(torch.randint(2**62, (1,), generator=self._seeds))
+        return torch.Generator().manual_seed(seed)
 
     def _forward(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
         out = self.model(
@@ -117,7 +175,7 @@ class HFEngine:
         )
         return out.logits[:, -1].float()
 
-    def _left_pad(self, sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         if any(not s for s in sequences):
             raise ValueError("every generation request needs at least one prompt token")
         width = max(len(s) for s in sequences)
@@ -126,7 +184,57 @@ class HFEngine:
         for row, s in enumerate(sequences):
             ids[row, width - len(s) :] = torch.tensor(s)
             mask[row, width - len(s) :] = 1
-        return ids.to(device), mask.to(device)
+        return ids.to(self.device), mask.to(self.device)
+
+
+def _select(batch: _Running, rows: list[int]) -> _Running:
+    """Keep only `rows`, and drop cache columns that are now padding in every row."""
+    index = torch.tensor(rows, device=batch.attention_mask.device)
+    batch.cache.batch_select_indices(index)
+    mask = batch.attention_mask[index]
+    first = int(mask.any(0).long().argmax())  # leading columns no remaining row attends to
+    if first:
+        for layer in batch.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        mask = mask[:, first:]
+    return _Running(
+        cache=batch.cache,
+        attention_mask=mask,
+        next_position=batch.next_position[index],
+        logits=batch.logits[index],
+        keys=[batch.keys[r] for r in rows],
+        requests=[batch.requests[r] for r in rows],
+        generators=[batch.generators[r] for r in rows],
+        tokens=[batch.tokens[r] for r in rows],
+        logprobs=[batch.logprobs[r] for r in rows],
+    )
+
+
+def _merge(a: _Running, b: _Running) -> _Running:
+    """One batch from two: caches and masks left-padded to the same width, then stacked."""
+    width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
+
+    def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
+        missing = width - t.shape[-dim_from_end]
+        if not missing:
+            return t
+        spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
+        return F.pad(t, spec)
+
+    for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
+        la.keys = torch.cat([pad(la.keys, 2), pad(lb.keys, 2)])
+        la.values = torch.cat([pad(la.values, 2), pad(lb.values, 2)])
+    return _Running(
+        cache=a.cache,
+        attention_mask=torch.cat([pad(a.attention_mask, 1), pad(b.attention_mask, 1)]),
+        next_position=torch.cat([a.next_position, b.next_position]),
+        logits=torch.cat([a.logits, b.logits]),
+        keys=a.keys + b.keys,
+        requests=a.requests + b.requests,
+        generators=a.generators + b.generators,
+        tokens=a.tokens + b.tokens,
+        logprobs=a.logprobs + b.logprobs,
+    )
 
 
 def sample(

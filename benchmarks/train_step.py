@@ -1,0 +1,192 @@
+"""One GRPO step on the tiny model: toolrl vs TRL's GRPOTrainer, side by side in one run.
+
+Both train the same checkpoint on the same prompts with the same shape of step:
+  8 prompts × 4 completions = 32 trajectories, up to 128 completion tokens each, sampled at
+  T = 1.0; 4 policy updates a step (mini-batches of 2 prompts, micro-batches of 4 completions);
+  token-level loss ("dapo"), ε_low 0.2, ε_high 0.28, no KL; AdamW lr 1e-6; fp32 on the CPU.
+TRL: per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=8 (in micro-batches), so one
+generation feeds 4 optimizer steps (= one toolrl step) and old log-probs are recomputed, as ours.
+No tools are offered (TRL's trainer has no sandboxed multi-turn loop to compare with).
+
+Prints toolrl's time split (rollout, reward, old log-probs, update), both step times, the
+completion-token throughput of each and the ratio. Target: toolrl >= 1.5x TRL.
+
+Run: .venv/bin/python benchmarks/train_step.py [--steps 3]   (needs `pip install trl`: make bench)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+PROMPTS = 8
+GROUP = 4
+MAX_COMPLETION = 128
+
+
+def reward_of(text: str) -> float:
+    """Any cheap deterministic reward: the share of distinct characters."""
+    return len(set(text)) / max(1, len(text))
+
+
+def write_prompts(path: Path) -> list[dict]:
+    rows = [
+        {
+            "prompt": [
+                {"role": "user", "content": f"Problem {i}: compute {i} * {i + 3} and explain."}
+            ],
+            "data_source": "bench",
+            "reward_model": {"ground_truth": str(i * (i + 3))},
+        }
+        for i in range(PROMPTS * 4)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def run_toolrl(model_dir: Path, data: Path, out: Path, steps: int) -> dict:
+    from toolrl.config import load_config
+    from toolrl.trainers.rl_setup import build_rl_trainer
+
+    completion_tokens = []
+
+    def reward_fn(trajectories):
+        for t in trajectories:
+            t.reward = reward_of(t.final_text)
+            t.reward_info = {"score": t.reward}
+        completion_tokens.append(sum(t.response_length for t in trajectories))
+
+    config = load_config(
+        None,
+        [
+            f"model.path={model_dir}",
+            "model.dtype=float32",
+            f"data.train_files=[{data}]",
+            f"data.train_batch_size={PROMPTS}",
+            "rollout.engine=hf",
+            f"rollout.n={GROUP}",
+            f"rollout.max_response_length={MAX_COMPLETION}",
+            "rollout.max_turns=1",
+            "reward.overlong_buffer=32",
+            "trainer.ppo_mini_batch_size=2",
+            "trainer.micro_batch_size=4",
+            "trainer.lr=1e-6",
+            f"trainer.output_dir={out}",
+            "trainer.loggers=[jsonl]",
+        ],
+    )
+    trainer, _ = build_rl_trainer(config, tools=[], reward_fn=reward_fn)
+    rows = [trainer.step(step) for step in range(steps + 1)][1:]  # step 0 warms up
+    tokens = completion_tokens[1:]
+    split = {
+        k: statistics.mean(r[f"timing/{k}"] for r in rows)
+        for k in ("rollout", "reward", "old_log_prob", "update", "step")
+    }
+    return {
+        "step_s": split["step"],
+        "split": split,
+        "tokens_per_s": sum(tokens) / sum(r["timing/step"] for r in rows),
+    }
+
+
+def run_trl(model_dir: Path, rows: list[dict], out: Path, steps: int) -> dict:
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    completion_tokens: list[int] = []
+
+    def reward_fn(completions, completion_ids, **kwargs):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        completion_tokens.append(sum(len(ids) for ids in completion_ids))  # sampled ids, as ours
+        return [reward_of(t) for t in texts]
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append(time.perf_counter())
+
+    updates_per_step = 4
+    args = GRPOConfig(
+        output_dir=str(out),
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        steps_per_generation=2 * updates_per_step,  # counted in micro-batches of 4: 32 completions
+        num_generations=GROUP,
+        max_completion_length=MAX_COMPLETION,
+        temperature=1.0,
+        top_p=1.0,
+        loss_type="dapo",
+        epsilon=0.2,
+        epsilon_high=0.28,
+        beta=0.0,
+        learning_rate=1e-6,
+        lr_scheduler_type="constant",
+        max_steps=(steps + 1) * updates_per_step,
+        seed=0,
+    )
+    dataset = Dataset.from_list([{"prompt": r["prompt"]} for r in rows])
+    timer = StepTimer()
+    trainer = GRPOTrainer(
+        model=str(model_dir),
+        reward_funcs=reward_fn,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    start = time.perf_counter()
+    trainer.train()
+    marks = [start, *timer.marks]
+    step_ends = marks[updates_per_step::updates_per_step]  # one toolrl step = 4 TRL optimizer steps
+    step_times = [b - a for a, b in zip(step_ends, step_ends[1:], strict=False)]
+    tokens = completion_tokens[1 : 1 + len(step_times)]
+    return {"step_s": statistics.mean(step_times), "tokens_per_s": sum(tokens) / sum(step_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    from toolrl.models.tiny import write_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = write_tiny(tmp / "tiny", seed=0)
+        rows = write_prompts(tmp / "prompts.jsonl")
+        ours = run_toolrl(model_dir, tmp / "prompts.jsonl", tmp / "toolrl", args.steps)
+        trl = run_trl(model_dir, rows, tmp / "trl", args.steps)
+    split = ours["split"]
+    print(
+        f"\nOne GRPO step: {PROMPTS} prompts x {GROUP} completions, <= {MAX_COMPLETION} tokens, 4 updates, tiny Qwen3, CPU"
+    )
+    print(f"{'':24}{'step (s)':>10}{'tokens/s':>12}")
+    print(f"{'toolrl':24}{ours['step_s']:>10.2f}{ours['tokens_per_s']:>12.0f}")
+    print(f"{'TRL GRPOTrainer':24}{trl['step_s']:>10.2f}{trl['tokens_per_s']:>12.0f}")
+    print(
+        "toolrl split: "
+        + ", ".join(f"{k} {split[k]:.2f}s" for k in ("rollout", "reward", "old_log_prob", "update"))
+    )
+    ratio = trl["step_s"] / ours["step_s"]
+    print(
+        f"step throughput ratio toolrl/TRL: {ratio:.2f}x (target >= 1.5x) {'OK' if ratio >= 1.5 else 'BELOW TARGET'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
