@@ -17,6 +17,7 @@ Run: .venv/bin/python benchmarks/train_step.py [--steps 3]   (needs `pip install
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -153,7 +154,7 @@ def run_trl(model_dir: Path, rows: list[dict], out: Path, steps: int) -> dict:
     trainer.train()
     marks = [start, *timer.marks]
     step_ends = marks[updates_per_step::updates_per_step]  # one toolrl step = 4 TRL optimizer steps
-    step_times = [b - a for a, b in zip(step_ends, step_ends[1:], strict=False)]
+    step_times = [b - a for a, b in itertools.pairwise(step_ends)]
     tokens = completion_tokens[1 : 1 + len(step_times)]
     return {"step_s": statistics.mean(step_times), "tokens_per_s": sum(tokens) / sum(step_times)}
 
