@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "toolrl.commands.model",
     "toolrl.commands.check_template",
     "toolrl.commands.train",
+    "toolrl.sandbox.cli",
 ]
 
 

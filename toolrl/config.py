@@ -95,6 +95,9 @@ class RolloutConfig:
     """Memory limit of one code_interpreter call."""
     max_concurrent_tools: int = 64
     """Tool calls in flight at once across all trajectories."""
+    sandbox_url: str = ""
+    """A SandboxFusion (or `toolrl sandbox serve`) server for the code interpreter; empty = the
+    local sandbox (isolation chosen at start: bubblewrap, else Landlock + seccomp)."""
     trajectory_timeout: float = 0.0
     """Wall-clock seconds one trajectory may take before it stops with `timeout` (0 = no limit)."""
 
@@ -342,7 +345,8 @@ def validate(config: Config, *, source: str = "<config>") -> None:
     if r.overlong_shaping and not 0 < r.overlong_buffer <= ro.max_response_length:
         problems.append(
             "`reward.overlong_buffer` must be in (0, rollout.max_response_length] "
-            f"(got {r.overlong_buffer} and {ro.max_response_length})"
+            f"(got {r.overlong_buffer} and {ro.max_response_length}): lower the buffer, "
+            "or set reward.overlong_shaping=false"
         )
     if ro.n < 1 or ro.max_turns < 1 or ro.max_parallel_calls < 1:
         problems.append(
