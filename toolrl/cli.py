@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "toolrl.commands.config",
     "toolrl.commands.model",
     "toolrl.commands.check_template",
+    "toolrl.commands.rollout",
     "toolrl.commands.train",
     "toolrl.sandbox.cli",
 ]
