@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "toolrl.commands.check_template",
     "toolrl.commands.rollout",
     "toolrl.commands.train",
+    "toolrl.commands.eval",
     "toolrl.sandbox.cli",
 ]
 
