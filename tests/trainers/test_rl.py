@@ -173,3 +173,17 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(rl_config, tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("timing/")} for r in rows]  # noqa: E731
     assert [r["step"] for r in b] == [1, 2, 3]
     assert strip(a) == strip(b)
+
+
+def test_validation_runs_through_the_eval_runner_and_logs_val_core(rl_config, rl_data):
+    rl_config.data.val_files = [str(rl_data)]
+    rl_config.eval.k = 2
+    rl_config.trainer.total_steps = 2
+    rl_config.trainer.val_every = 1
+    run_dir = fit(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+    rows = read_metrics(run_dir)
+    name = rl_data.stem
+    for row in rows:
+        assert f"val-core/{name}/acc/mean@2" in row
+        assert 0.0 <= row[f"val-core/{name}/acc/mean@2"] <= 1.0
+    assert (run_dir / "validation" / "step_2" / name / "summary.json").is_file()

@@ -139,6 +139,41 @@ def build_rl_trainer(
     return trainer, start
 
 
+def load_validation_sets(config: Config) -> dict[str, list]:
+    """Benchmarks validated during RL: `eval.benchmarks` (name → file) and `data.val_files`."""
+    from toolrl.eval.benchmarks import load_benchmark
+
+    sets = {name: load_benchmark(name, path) for name, path in config.eval.benchmarks.items()}
+    for path in config.data.val_files:
+        sets.setdefault(Path(path).stem, load_rl_samples(path))
+    return sets
+
+
+def make_validator(config: Config, benchmarks: dict[str, list]):
+    """validate(trainer, step) → `val-core/<benchmark>/<metric>` through the eval runner, with
+    per-sample records in `validation/step_N/`; None when there is nothing to validate."""
+    if not benchmarks:
+        return None
+    from toolrl.eval.runner import evaluate
+
+    def validate(trainer: RLTrainer, step: int) -> dict[str, float]:
+        trainer.model.eval()
+        loop = trainer.loop
+        summaries = evaluate(
+            loop.engine, trainer.tokenizer, list(loop.tools.values()), benchmarks, config.eval, config.rollout,
+            run_dir_of(config) / "validation" / f"step_{step}", reward_cfg=config.reward,
+            max_context_length=loop.settings.max_context_length, seed=config.trainer.seed + step,
+        )  # fmt: skip
+        return {
+            f"val-core/{name}/{metric}": value
+            for name, summary in summaries.items()
+            for metric, value in summary["metrics"].items()
+            if isinstance(value, int | float)
+        }
+
+    return validate
+
+
 def fit(
     config: Config,
     *,
@@ -148,11 +183,16 @@ def fit(
     validate=None,
     device: str = "cpu",
 ) -> Path:
-    """Run (or resume) an RL run; returns its run directory."""
+    """Run (or resume) an RL run; returns its run directory.
+
+    Validation runs every `trainer.val_every` steps and after the last, on `eval.benchmarks` and
+    `data.val_files` (or through `validate` when given).
+    """
     torch.manual_seed(config.trainer.seed)
     trainer, start = build_rl_trainer(
         config, resume=resume, tools=tools, reward_fn=reward_fn, device=device
     )
+    validate = validate or make_validator(config, load_validation_sets(config))
     run_dir = run_dir_of(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml())
