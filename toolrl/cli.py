@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Order is the order shown by `toolrl --help`.
@@ -22,6 +23,8 @@ COMMAND_MODULES = [
     "toolrl.commands.rollout",
     "toolrl.commands.train",
     "toolrl.commands.eval",
+    "toolrl.commands.serve",
+    "toolrl.commands.data",
     "toolrl.sandbox.cli",
 ]
 
@@ -38,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Loading a local checkpoint needs no progress bar; rich shows toolrl's own progress.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
