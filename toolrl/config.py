@@ -185,9 +185,9 @@ class TrainerConfig:
     max_length: int = 16384
     """SFT: conversations are right-truncated to this many tokens (counted and reported)."""
     val_every: int = 10
-    """Validate every this many steps (0 = never; always before the first and after the last)."""
+    """Validate every this many steps and after the last (0 = only after the last)."""
     save_every: int = 10
-    """Checkpoint every this many steps (0 = only at the end)."""
+    """Checkpoint every this many steps and after the last (0 = only after the last)."""
     backend: Literal["local", "ray"] = "local"
     """`local`: one process; `ray`: rollout, sandbox and training workers placed by Ray."""
     nodes: int = 1

@@ -38,3 +38,8 @@ def build_scheduler(optimizer, trainer_cfg, total_steps: int) -> torch.optim.lr_
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, trainer_cfg.lr_schedule)
     )
+
+
+def due(every: int, done: int, total: int) -> bool:
+    """Whether something scheduled every `every` steps (0 = never) or at the end is due now."""
+    return (every > 0 and done % every == 0) or done == total

@@ -21,7 +21,7 @@ from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
 from toolrl.rollout.records import trajectory_record
 from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from toolrl.trainers.model_io import load_policy, resolve_model_path
-from toolrl.trainers.optim import build_optimizer, build_scheduler
+from toolrl.trainers.optim import build_optimizer, build_scheduler, due
 from toolrl.trainers.rl import PromptStream, RLTrainer
 from toolrl.trainers.tracking import MetricsLogger
 
@@ -197,7 +197,27 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml())
     logger = MetricsLogger(run_dir, config.trainer.loggers, config.to_dict(), resume_step=start)
-    total = total_steps_of(config, trainer.prompts)
+    total, t = total_steps_of(config, trainer.prompts), config.trainer
+    with progress_bar("rl", disabled="console" not in t.loggers) as progress:
+        task = progress.add_task("rl", total=total, completed=start, status="")
+        for step in range(start, total):
+            metrics = trainer.step(step)
+            done = step + 1
+            if validate is not None and due(t.val_every, done, total):
+                metrics.update(validate(trainer, done))
+            logger.log(done, metrics)
+            records = [trajectory_record(r, trainer.tokenizer) for r in trainer.last_trajectories]
+            write_jsonl(run_dir / "rollouts" / f"step_{done}.jsonl", records)
+            if due(t.save_every, done, total):
+                state = {"config": yaml.safe_dump(config.to_dict())}
+                save_checkpoint(run_dir, done, trainer.model, trainer.tokenizer, trainer.optimizer, trainer.scheduler, state)  # fmt: skip
+            progress.update(task, completed=done, status=step_status(metrics))
+    logger.close()
+    return run_dir
+
+
+def progress_bar(name: str, *, disabled: bool):
+    """A rich progress bar with step count, elapsed time, ETA and a status field."""
     from rich.progress import (
         BarColumn,
         Progress,
@@ -206,43 +226,19 @@ def fit(
         TimeRemainingColumn,
     )
 
-    columns = [
-        TextColumn("[bold]rl"),
+    return Progress(
+        TextColumn(f"[bold]{name}"),
         BarColumn(),
         TextColumn("step {task.completed}/{task.total}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
-    ]
-    with Progress(*columns, disable="console" not in config.trainer.loggers) as progress:
-        task = progress.add_task("rl", total=total, completed=start, status="")
-        for step in range(start, total):
-            metrics = trainer.step(step)
-            done = step + 1
-            if (
-                validate is not None
-                and config.trainer.val_every
-                and (done % config.trainer.val_every == 0 or done == total)
-            ):
-                metrics.update(validate(trainer, done))
-            logger.log(done, metrics)
-            write_jsonl(
-                run_dir / "rollouts" / f"step_{done}.jsonl",
-                [trajectory_record(t, trainer.tokenizer) for t in trainer.last_trajectories],
-            )
-            if (
-                config.trainer.save_every and done % config.trainer.save_every == 0
-            ) or done == total:
-                save_checkpoint(
-                    run_dir,
-                    done,
-                    trainer.model,
-                    trainer.tokenizer,
-                    trainer.optimizer,
-                    trainer.scheduler,
-                    {"config": yaml.safe_dump(config.to_dict())},
-                )
-            status = f"score {metrics['critic/score/mean']:+.3f} acc {metrics['acc/mean']:.2f} tools/resp {metrics['tool/calls_per_response']:.2f}"
-            progress.update(task, completed=done, status=status)
-    logger.close()
-    return run_dir
+        disable=disabled,
+    )
+
+
+def step_status(metrics: dict[str, float]) -> str:
+    return (
+        f"score {metrics['critic/score/mean']:+.3f} acc {metrics['acc/mean']:.2f} "
+        f"tools/resp {metrics['tool/calls_per_response']:.2f}"
+    )

@@ -29,7 +29,7 @@ from toolrl.data.io import DataError, read_rows
 from toolrl.trainers.batching import micro_batches, pad_sequences, token_logprobs
 from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from toolrl.trainers.model_io import load_policy, resolve_model_path
-from toolrl.trainers.optim import build_optimizer, build_scheduler
+from toolrl.trainers.optim import build_optimizer, build_scheduler, due
 from toolrl.trainers.tracking import MetricsLogger
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -128,32 +128,48 @@ def sft_loss(
     return total, int(num_tokens)
 
 
+def sft_step(
+    model, optimizer, scheduler, examples: list[Example], trainer_cfg, pad_token_id: int
+) -> dict[str, float]:
+    """One optimizer step on `examples`: token-mean NLL, gradient clip, a finite update."""
+    began = time.perf_counter()
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss, tokens = sft_loss(
+        model, examples, trainer_cfg.micro_batch_size, pad_token_id, backward=True
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, trainer_cfg.grad_clip)
+    if torch.isfinite(grad_norm):  # never apply a non-finite update
+        optimizer.step()
+    metrics = {
+        "train/loss": loss,
+        "train/lr": scheduler.get_last_lr()[0],
+        "train/grad_norm": float(grad_norm),
+        "train/tokens": tokens,
+        "timing/step": time.perf_counter() - began,
+    }
+    scheduler.step()
+    return metrics
+
+
 def run_sft(config: Config, *, resume: bool = False, device: str = "cpu") -> Path:
     """Train (or resume) an SFT run; returns its run directory with checkpoints and metrics."""
     torch.manual_seed(config.trainer.seed)
-    run_dir = Path(config.trainer.output_dir) / config.trainer.run_name
+    t, run_dir = config.trainer, Path(config.trainer.output_dir) / config.trainer.run_name
     checkpoint = latest_checkpoint(run_dir) if resume else None
-    model, tokenizer = load_policy(
-        checkpoint or resolve_model_path(config.model.path, run_dir), config.model, device=device
-    )
-    t = config.trainer
+    model_path = checkpoint or resolve_model_path(config.model.path, run_dir)
+    model, tokenizer = load_policy(model_path, config.model, device=device)
     train = load_sft_examples(config.data.train_files, tokenizer, t.max_length)
     val = (
         load_sft_examples(config.data.val_files, tokenizer, t.max_length)
         if config.data.val_files
         else None
     )
-    print(
-        f"sft: {len(train.examples)} conversations ({train.truncated} truncated at {t.max_length} tokens, {train.dropped} with nothing to train dropped)",
-        file=sys.stderr,
-    )
+    print(f"sft: {len(train.examples)} conversations ({train.truncated} truncated at {t.max_length} tokens, {train.dropped} with nothing to train dropped)", file=sys.stderr)  # fmt: skip
     if not train.examples:
         raise DataError("no training conversation left to train on")
-    epochs = [
-        step_batches(train.examples, config.data.train_batch_size, t.seed, e)
-        for e in range(t.epochs)
-    ]
-    schedule = [b for epoch in epochs for b in epoch]
+    schedule = [b for e in range(t.epochs) for b in step_batches(train.examples, config.data.train_batch_size, t.seed, e)]  # fmt: skip
     total = min(t.total_steps, len(schedule)) if t.total_steps else len(schedule)
     optimizer = build_optimizer(model.parameters(), t)
     scheduler = build_scheduler(optimizer, t, total)
@@ -167,38 +183,18 @@ def run_sft(config: Config, *, resume: bool = False, device: str = "cpu") -> Pat
     with Progress(disable="console" not in t.loggers) as progress:
         task = progress.add_task("sft", total=total, completed=start)
         for step in range(start, total):
-            began = time.perf_counter()
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            loss, tokens = sft_loss(
-                model,
-                [train.examples[i] for i in schedule[step]],
-                t.micro_batch_size,
-                pad,
-                backward=True,
+            metrics = sft_step(
+                model, optimizer, scheduler, [train.examples[i] for i in schedule[step]], t, pad
             )
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], t.grad_clip
-            )
-            if torch.isfinite(grad_norm):
-                optimizer.step()
-            metrics = {
-                "train/loss": loss,
-                "train/lr": scheduler.get_last_lr()[0],
-                "train/grad_norm": float(grad_norm),
-                "train/tokens": tokens,
-                "timing/step": time.perf_counter() - began,
-            }
-            scheduler.step()
             done = step + 1
-            if val is not None and ((t.val_every and done % t.val_every == 0) or done == total):
-                metrics["val/loss"] = validation_loss(
-                    model, val.examples, config.data.train_batch_size, t.micro_batch_size, pad
-                )
+            if val is not None and due(t.val_every, done, total):
+                metrics["val/loss"] = validation_loss(model, val.examples, config.data.train_batch_size, t.micro_batch_size, pad)  # fmt: skip
             logger.log(done, metrics)
-            if (t.save_every and done % t.save_every == 0) or done == total:
+            if due(t.save_every, done, total):
                 save_checkpoint(run_dir, done, model, tokenizer, optimizer, scheduler, {})
-            progress.update(task, completed=done, description=f"sft loss {loss:.3f}")
+            progress.update(
+                task, completed=done, description=f"sft loss {metrics['train/loss']:.3f}"
+            )
     logger.close()
     return run_dir
 
