@@ -11,12 +11,12 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # Re-runs only when the project's dependencies change, so a second `make test` starts in seconds.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,lora]'
+	$(BIN)/pip install -q -e '.[test,lora,logging]'
 	@touch $(STAMP)
 
 # bubblewrap gives the sandbox its strongest isolation level (user namespaces). Without it (or
@@ -52,7 +52,7 @@ format: install
 	$(BIN)/ruff check --fix toolrl tests benchmarks
 
 bench: install
-	$(BIN)/pip install -q -e '.[test,lora,bench]'
+	$(BIN)/pip install -q -e '.[test,lora,logging,bench]'
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
