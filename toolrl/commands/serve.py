@@ -1,0 +1,94 @@
+"""`toolrl serve MODEL_PATH --port N`: an OpenAI-compatible API over the HF engine, on loopback."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model through an OpenAI-compatible API (completions with token ids, chat)",
+        description=(
+            "Load a local HF checkpoint into the continuously batching HF engine and serve "
+            "/v1/completions (text or token-id prompts; token ids and log-probs back), "
+            "/v1/chat/completions (tools rendered by the chat template, hermes tool calls parsed "
+            "back), /v1/models and /health. Concurrent requests share decoding batches. "
+            "There is no authentication: it listens on 127.0.0.1 unless --host says otherwise."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL_PATH", help="local HF checkpoint directory")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port (0 = any free port; default 8000)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--served-model-name", default=None, help="model id (default: directory name)"
+    )
+    parser.add_argument("--max-batch-size", type=int, default=64, help="rows decoded together (64)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", default="float32", help="torch dtype (default float32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for requests without one")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from toolrl.rollout.engines.hf import HFEngine
+    from toolrl.serving.server import OpenAIServer
+
+    path = Path(args.model)
+    if not (path / "config.json").is_file():
+        print(
+            f"error: {path} is not a local checkpoint directory (no config.json)", file=sys.stderr
+        )
+        return 2
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    engine = HFEngine.from_path(
+        str(path),
+        device=args.device,
+        dtype=args.dtype,
+        max_batch_size=args.max_batch_size,
+        seed=args.seed,
+    )
+    context = int(
+        getattr(engine.model.config, "max_position_embeddings", 0) or tokenizer.model_max_length
+    )
+    try:
+        server = OpenAIServer(
+            engine,
+            tokenizer,
+            model_name=args.served_model_name or path.resolve().name,
+            max_model_len=context,
+            host=args.host,
+            port=args.port,
+            max_batch_size=args.max_batch_size,
+        )
+    except OSError as err:
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}",
+            file=sys.stderr,
+        )
+        return 2
+    # SIGTERM stops the server like Ctrl-C does (the tests and process managers send it).
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(
+        f"serving {server.model_name} at {server.url}/v1 (context {context}); Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,12 @@
+"""Serving a toolrl model over an OpenAI-compatible HTTP API (`toolrl serve`).
+
+- `server.py`: the routes (/health, /v1/models, /v1/completions, /v1/chat/completions);
+- `worker.py`: one engine thread that every request thread feeds, so requests share batches;
+- `protocol.py`: hermes tool-call text <-> OpenAI messages, both ways (the OpenAI engine's
+  chat mode uses it to read a conversation back out of token ids).
+"""
+
+from toolrl.serving.server import OpenAIServer
+from toolrl.serving.worker import EngineWorker
+
+__all__ = ["EngineWorker", "OpenAIServer"]
