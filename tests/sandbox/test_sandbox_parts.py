@@ -223,3 +223,15 @@ def test_auto_falls_back_when_a_worker_cannot_start(monkeypatch) -> None:
         assert sandbox.run_sync("print('ok')").stdout == "ok\n"
     with pytest.raises(SandboxError, match="bwrap"):
         Sandbox("bwrap").start()
+
+
+def test_bwrap_binds_python_paths_after_its_tmpfs(monkeypatch):
+    """A virtualenv under /tmp (e.g. a CI clone) must be bound over the private /tmp, not hidden."""
+    from toolrl.sandbox import isolation
+
+    monkeypatch.setattr(isolation, "python_paths", lambda: ["/tmp/clone/.venv", "/opt/py"])
+    argv = isolation.bwrap_argv("bwrap", "/dev/shm/runs", ["python"], {})
+    tmpfs = argv.index("--tmpfs")
+    assert argv[tmpfs + 1] == "/tmp"
+    venv = argv.index("/tmp/clone/.venv")
+    assert argv[venv - 1] == "--ro-bind-try" and venv > tmpfs

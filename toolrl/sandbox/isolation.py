@@ -212,11 +212,14 @@ def bwrap_argv(bwrap: str, runs_root: str, command: list[str], env: dict[str, st
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    for path in (*_ETC_FILES, *python_paths()):
-        argv += ["--ro-bind-try", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--size", str(16 << 20)] if _bwrap_has("--size") else []
-    argv += ["--tmpfs", "/tmp", "--bind", runs_root, SANDBOX_MOUNT, "--chdir", SANDBOX_MOUNT]
+    argv += ["--tmpfs", "/tmp"]
+    # After the tmpfs: a virtualenv or checkout under /tmp (a CI clone, say) is bound on top of
+    # the empty /tmp instead of being hidden by it.
+    for path in (*_ETC_FILES, *python_paths()):
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--bind", runs_root, SANDBOX_MOUNT, "--chdir", SANDBOX_MOUNT]
     argv += ["--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
