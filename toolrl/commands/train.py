@@ -39,30 +39,28 @@ def _config(args):
 
 
 def run_sft(args: argparse.Namespace) -> int:
-    from toolrl.config import ConfigError
-    from toolrl.data.io import DataError
     from toolrl.trainers.sft import run_sft as train
 
-    try:
-        run_dir = train(_config(args), resume=args.resume, device=args.device)
-    except (ConfigError, DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"sft finished: {run_dir}")
-    return 0
+    return _train("sft", lambda config: train(config, resume=args.resume, device=args.device), args)
 
 
 def run_rl(args: argparse.Namespace) -> int:
-    from toolrl.config import ConfigError
-    from toolrl.data.io import DataError
     from toolrl.trainers.rl_setup import fit
 
+    return _train("rl", lambda config: fit(config, resume=args.resume, device=args.device), args)
+
+
+def _train(name: str, train, args: argparse.Namespace) -> int:
+    """Load the config, train, and turn user errors into a message and exit code 2."""
+    from toolrl.config import ConfigError
+    from toolrl.data.io import DataError
+
     try:
-        run_dir = fit(_config(args), resume=args.resume, device=args.device)
+        run_dir = train(_config(args))
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"rl finished: {run_dir}")
+    print(f"{name} finished: {run_dir}")
     return 0
 
 
