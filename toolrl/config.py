@@ -182,6 +182,11 @@ class TrainerConfig:
     """Passes over a step's trajectories."""
     micro_batch_size: int = 4
     """Trajectories per forward/backward; accumulation keeps the aggregation exact."""
+    logprob_micro_batch_size: int = 16
+    """Trajectories per no-grad forward when recomputing old (and reference) log-probs, as
+    verl's log_prob_micro_batch_size. A no-grad forward keeps no activations for a backward
+    pass, so it fits more rows than a training micro-batch (4x micro_batch_size by default);
+    lower it if this pass runs out of memory."""
     max_length: int = 16384
     """SFT: conversations are right-truncated to this many tokens (counted and reported)."""
     val_every: int = 10
@@ -358,6 +363,8 @@ def validate(config: Config, *, source: str = "<config>") -> None:
         problems.append("`trainer.warmup_ratio` must be in [0, 1)")
     if t.micro_batch_size < 1 or t.ppo_mini_batch_size < 1:
         problems.append("`trainer.micro_batch_size` and `trainer.ppo_mini_batch_size` must be >= 1")
+    if t.logprob_micro_batch_size < 1:
+        problems.append("`trainer.logprob_micro_batch_size` must be >= 1")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
 

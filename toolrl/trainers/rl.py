@@ -32,7 +32,13 @@ from toolrl.algorithms import (
 )
 from toolrl.config import Config
 from toolrl.rollout.agent_loop import AgentLoop
-from toolrl.trainers.batching import TokenBatch, micro_batches, pad_sequences, token_logprobs
+from toolrl.trainers.batching import (
+    TokenBatch,
+    grouped_micro_batches,
+    micro_batches,
+    pad_sequences,
+    token_logprobs,
+)
 from toolrl.types import Sample, Trajectory
 
 
@@ -157,26 +163,40 @@ class RLTrainer:
     def reference_logprobs(
         self, batch: TokenBatch | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Old log-probs (the policy before this step's updates) and, with a KL term, the reference's."""
+        """Old log-probs (the policy before this step's updates) and, with a KL term, the reference's.
+
+        The first mini-batch's old log-probs are left NaN when its own forward can give them
+        (`first_update_is_on_policy`): nothing has updated the policy yet when it is trained, so
+        they are that forward's log-probs, detached; `mini_batch_update` fills them in.
+        """
         if batch is None:
             return None, None
-        size = self.config.trainer.micro_batch_size
-        temperature = self.config.rollout.temperature
-        old = torch.cat(
-            [
-                token_logprobs(self.model, batch.select(s), temperature=temperature)[0]
-                for s in micro_batches(len(batch), size)
-            ]
-        )
-        ref = None
-        if self.ref_model is not None:
-            ref = torch.cat(
-                [
-                    token_logprobs(self.ref_model, batch.select(s), temperature=temperature)[0]
-                    for s in micro_batches(len(batch), size)
-                ]
-            )
+        cfg = self.config
+        skip = cfg.trainer.ppo_mini_batch_size * cfg.rollout.n
+        skip = min(skip, len(batch)) if self.first_update_is_on_policy() else 0
+        old = torch.full_like(batch.loss_mask, float("nan"))
+        if skip < len(batch):
+            old[skip:] = self.logprobs_of(self.model, batch.select(slice(skip, None)))
+        ref = None if self.ref_model is None else self.logprobs_of(self.ref_model, batch)
         return old, ref
+
+    def first_update_is_on_policy(self) -> bool:
+        """Whether a training forward computes what the no-grad forward does (no dropout
+        anywhere), so the first mini-batch's own forward gives its old log-probs."""
+        config = getattr(getattr(self.model, "config", None), "to_dict", dict)()
+        if any(isinstance(v, float) and v > 0 for k, v in config.items() if "dropout" in k):
+            return False
+        dropouts = (m for m in self.model.modules() if isinstance(m, torch.nn.Dropout))
+        return all(m.p == 0 for m in dropouts)
+
+    def logprobs_of(self, model, batch: TokenBatch) -> torch.Tensor:
+        """Per-token log-probs of every row, `logprob_micro_batch_size` rows a forward (no grad)."""
+        out = torch.zeros_like(batch.loss_mask)
+        for rows in grouped_micro_batches(batch, self.config.trainer.logprob_micro_batch_size):
+            out[rows] = token_logprobs(
+                model, batch.select(rows), temperature=self.config.rollout.temperature
+            )[0]
+        return out
 
     def update_policy(self, batch, advantages, old_logprobs, ref_logprobs) -> dict[str, float]:
         """ppo_epochs × mini-batches of `ppo_mini_batch_size` prompts; one optimizer step each."""
@@ -215,12 +235,14 @@ class RLTrainer:
         num_tokens, num_seqs = num_valid_tokens(mini.loss_mask), num_valid_seqs(mini.loss_mask)
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        for micro in micro_batches(len(mini), self.config.trainer.micro_batch_size):
+        for micro in grouped_micro_batches(mini, self.config.trainer.micro_batch_size):
             part = mini.select(micro)
             mask = part.loss_mask
             logprobs, entropy = token_logprobs(
                 self.model, part, temperature=self.config.rollout.temperature, with_entropy=True
             )
+            if old_logprobs[micro].isnan().all():  # on-policy rows (see reference_logprobs)
+                old_logprobs[micro] = logprobs.detach()
             norms = {
                 "global_num_tokens": num_tokens,
                 "global_num_seqs": num_seqs,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
+from toolrl.rollout.engines.fast_decode import FastDecoder, KVCache, supports
 
 Take = Callable[[int], list[tuple[Hashable, GenerationRequest]]]
 Done = Callable[[Hashable, GenerationResult], None]
@@ -29,10 +30,9 @@ Done = Callable[[Hashable, GenerationResult], None]
 
 @dataclass
 class _Running:
-    """The rows being decoded: their cache, masks, positions and what they sampled so far."""
+    """The rows being decoded: their cache, positions and what they sampled so far."""
 
-    cache: object
-    attention_mask: torch.Tensor  # [B, L]
+    cache: KVCache | _HFCache
     next_position: torch.Tensor  # [B]
     logits: torch.Tensor  # [B, V]: the distribution of each row's next token
     keys: list[Hashable]
@@ -44,15 +44,57 @@ class _Running:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def select(self, rows: list[int]) -> _Running:
+        """Only `rows` (the cache drops columns that became padding in every row)."""
+        index = torch.tensor(rows, device=self.logits.device)
+        return _Running(
+            cache=self.cache.select(index),
+            next_position=self.next_position[index],
+            logits=self.logits[index],
+            keys=[self.keys[r] for r in rows],
+            requests=[self.requests[r] for r in rows],
+            generators=[self.generators[r] for r in rows],
+            tokens=[self.tokens[r] for r in rows],
+            logprobs=[self.logprobs[r] for r in rows],
+        )
+
+    def merge(self, other: _Running) -> _Running:
+        """One batch: this one's rows, then `other`'s."""
+        return _Running(
+            cache=type(self.cache).merge(self.cache, other.cache),
+            next_position=torch.cat([self.next_position, other.next_position]),
+            logits=torch.cat([self.logits, other.logits]),
+            keys=self.keys + other.keys,
+            requests=self.requests + other.requests,
+            generators=self.generators + other.generators,
+            tokens=self.tokens + other.tokens,
+            logprobs=self.logprobs + other.logprobs,
+        )
+
 
 class HFEngine:
-    """An `Engine` over a loaded transformers model, with continuous batching (`serve`)."""
+    """An `Engine` over a loaded transformers model, with continuous batching (`serve`).
 
-    def __init__(self, model, *, pad_token_id: int = 0, max_batch_size: int = 64, seed: int = 0):
+    `fast_decode`: None uses `FastDecoder` (fast_decode.py) when the model is a plain
+    Qwen2/Qwen3 CausalLM and the model's own forward otherwise; False always uses the model's
+    forward; True requires the fast path (an error for an unsupported model).
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        pad_token_id: int = 0,
+        max_batch_size: int = 64,
+        seed: int = 0,
+        fast_decode: bool | None = None,
+    ):
         self.model = model
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
         self._seeds = torch.Generator().manual_seed(seed)
+        use_fast = supports(model) if fast_decode is None else fast_decode
+        self.fast = FastDecoder(model) if use_fast else None
 
     @classmethod
     def from_path(
@@ -88,6 +130,8 @@ class HFEngine:
         Between decoding steps, `take(room)` returns up to `room` new (key, request) pairs, which
         join the batch; `done(key, result)` is called as soon as a request finishes.
         """
+        if self.fast is not None:
+            self.fast.refresh()  # the weights may have changed since the last call (training)
         batch: _Running | None = None
         while True:
             room = self.max_batch_size - (len(batch) if batch else 0)
@@ -101,60 +145,58 @@ class HFEngine:
     def _admit(
         self, batch: _Running | None, new: list[tuple[Hashable, GenerationRequest]]
     ) -> _Running:
-        """Prefill the new prompts as one left-padded batch and merge them into the running one."""
-        from transformers import DynamicCache
+        """Prefill the new prompts as one left-padded batch and merge them into the running one.
 
+        Identical prompts (a GRPO group's n rollouts start from one prompt) are prefilled once
+        and their cache rows copied.
+        """
         requests = [r for _, r in new]
-        input_ids, mask = self._left_pad([r.prompt_ids for r in requests])
+        distinct = {tuple(r.prompt_ids): None for r in requests}
+        row_of = {prompt: row for row, prompt in enumerate(distinct)}
+        input_ids, mask = self._left_pad([list(p) for p in distinct])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, mask, positions, cache)
+        if self.fast is not None:
+            logits, cache = self.fast.prefill(input_ids, mask, positions)
+        else:
+            logits, cache = _HFCache.prefill(self.model, input_ids, mask, positions)
+        rows = torch.tensor([row_of[tuple(r.prompt_ids)] for r in requests], device=self.device)
+        if len(distinct) < len(requests):
+            cache = cache.select(rows)
         added = _Running(
             cache=cache,
-            attention_mask=mask,
-            next_position=positions[:, -1] + 1,
-            logits=logits,
+            next_position=positions[rows, -1] + 1,
+            logits=logits[rows],
             keys=[k for k, _ in new],
             requests=requests,
             generators=[self._generator(r) for r in requests],
             tokens=[[] for _ in requests],
             logprobs=[[] for _ in requests],
         )
-        return added if batch is None else _merge(batch, added)
+        return added if batch is None else batch.merge(added)
 
     def _step(self, batch: _Running, done: Done) -> _Running | None:
         """Sample one token per row, hand back finished rows, decode the rest one position."""
         chosen, chosen_logprobs = sample(batch.logits, batch.requests, batch.generators)
         keep = []
-        for row, request in enumerate(batch.requests):
-            token = int(chosen[row])
-            batch.tokens[row].append(token)
-            batch.logprobs[row].append(float(chosen_logprobs[row]))
+        sampled = zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
+        for row, (token, logprob) in enumerate(sampled):
+            request, tokens, logprobs = batch.requests[row], batch.tokens[row], batch.logprobs[row]
+            tokens.append(token)
+            logprobs.append(logprob)
             if token in request.stop_token_ids:
-                done(
-                    batch.keys[row],
-                    GenerationResult(batch.tokens[row], batch.logprobs[row], "stop"),
-                )
-            elif len(batch.tokens[row]) >= request.max_new_tokens:
-                done(
-                    batch.keys[row],
-                    GenerationResult(batch.tokens[row], batch.logprobs[row], "length"),
-                )
+                done(batch.keys[row], GenerationResult(tokens, logprobs, "stop"))
+            elif len(tokens) >= request.max_new_tokens:
+                done(batch.keys[row], GenerationResult(tokens, logprobs, "length"))
             else:
                 keep.append(row)
         if not keep:
             return None
         if len(keep) < len(batch):
-            batch, chosen = _select(batch, keep), chosen[keep]
-        batch.attention_mask = torch.cat(
-            [batch.attention_mask, batch.attention_mask.new_ones(len(batch), 1)], dim=1
-        )
-        batch.logits = self._forward(
-            chosen[:, None].to(self.device),
-            batch.attention_mask,
-            batch.next_position[:, None],
-            batch.cache,
-        )
+            batch, chosen = batch.select(keep), chosen[keep]
+        if self.fast is not None:
+            batch.logits = self.fast.decode(chosen, batch.next_position, batch.cache)
+        else:
+            batch.logits = batch.cache.decode(self.model, chosen, batch.next_position)
         batch.next_position = batch.next_position + 1
         return batch
 
@@ -163,17 +205,6 @@ class HFEngine:
         if seed is None:
             seed = int(torch.randint(2**62, (1,), generator=self._seeds))
         return torch.Generator().manual_seed(seed)
-
-    def _forward(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1].float()
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         if any(not s for s in sequences):
@@ -187,54 +218,66 @@ class HFEngine:
         return ids.to(self.device), mask.to(self.device)
 
 
-def _select(batch: _Running, rows: list[int]) -> _Running:
-    """Keep only `rows`, and drop cache columns that are now padding in every row."""
-    index = torch.tensor(rows, device=batch.attention_mask.device)
-    batch.cache.batch_select_indices(index)
-    mask = batch.attention_mask[index]
-    first = int(mask.any(0).long().argmax())  # leading columns no remaining row attends to
-    if first:
-        for layer in batch.cache.layers:
-            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-        mask = mask[:, first:]
-    return _Running(
-        cache=batch.cache,
-        attention_mask=mask,
-        next_position=batch.next_position[index],
-        logits=batch.logits[index],
-        keys=[batch.keys[r] for r in rows],
-        requests=[batch.requests[r] for r in rows],
-        generators=[batch.generators[r] for r in rows],
-        tokens=[batch.tokens[r] for r in rows],
-        logprobs=[batch.logprobs[r] for r in rows],
-    )
+@dataclass
+class _HFCache:
+    """The fallback path: transformers' DynamicCache and the attention mask over its columns."""
 
+    cache: object
+    attention_mask: torch.Tensor  # [B, L]
 
-def _merge(a: _Running, b: _Running) -> _Running:
-    """One batch from two: caches and masks left-padded to the same width, then stacked."""
-    width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
+    def __len__(self) -> int:
+        return self.attention_mask.shape[0]
 
-    def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
-        missing = width - t.shape[-dim_from_end]
-        if not missing:
-            return t
-        spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
-        return F.pad(t, spec)
+    @classmethod
+    def prefill(cls, model, input_ids, mask, positions) -> tuple[torch.Tensor, _HFCache]:
+        from transformers import DynamicCache
 
-    for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
-        la.keys = torch.cat([pad(la.keys, 2), pad(lb.keys, 2)])
-        la.values = torch.cat([pad(la.values, 2), pad(lb.values, 2)])
-    return _Running(
-        cache=a.cache,
-        attention_mask=torch.cat([pad(a.attention_mask, 1), pad(b.attention_mask, 1)]),
-        next_position=torch.cat([a.next_position, b.next_position]),
-        logits=torch.cat([a.logits, b.logits]),
-        keys=a.keys + b.keys,
-        requests=a.requests + b.requests,
-        generators=a.generators + b.generators,
-        tokens=a.tokens + b.tokens,
-        logprobs=a.logprobs + b.logprobs,
-    )
+        cache = cls(DynamicCache(config=model.config), mask)
+        return cache._forward(model, input_ids, positions), cache
+
+    def decode(self, model, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.attention_mask = F.pad(self.attention_mask, (0, 1), value=1)
+        return self._forward(model, tokens[:, None], positions[:, None])
+
+    def _forward(self, model, input_ids, position_ids) -> torch.Tensor:
+        out = model(
+            input_ids=input_ids,
+            attention_mask=self.attention_mask,
+            position_ids=position_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1].float()
+
+    def select(self, index: torch.Tensor) -> _HFCache:
+        """Keep only rows `index`, and drop columns that are now padding in every row."""
+        self.cache.batch_select_indices(index)
+        mask = self.attention_mask[index]
+        first = int(mask.any(0).long().argmax())  # leading columns no remaining row attends to
+        if first:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+            mask = mask[:, first:]
+        return _HFCache(self.cache, mask)
+
+    @staticmethod
+    def merge(a: _HFCache, b: _HFCache) -> _HFCache:
+        """One cache from two: caches and masks left-padded to the same width, then stacked."""
+        width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
+
+        def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
+            missing = width - t.shape[-dim_from_end]
+            if not missing:
+                return t
+            spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
+            return F.pad(t, spec)
+
+        for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
+            la.keys = torch.cat([pad(la.keys, 2), pad(lb.keys, 2)])
+            la.values = torch.cat([pad(la.values, 2), pad(lb.values, 2)])
+        mask = torch.cat([pad(a.attention_mask, 1), pad(b.attention_mask, 1)])
+        return _HFCache(a.cache, mask)
 
 
 def sample(

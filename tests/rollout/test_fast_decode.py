@@ -1,0 +1,205 @@
+"""The fast Qwen decoding forward computes what the HF forward computes, through batch changes."""
+
+import pytest
+import torch
+
+from toolrl.models.tiny import build_model
+from toolrl.rollout.engines.base import GenerationRequest
+from toolrl.rollout.engines.fast_decode import GROWTH, FastDecoder, KVCache, supports
+from toolrl.rollout.engines.hf import HFEngine, _HFCache
+
+VOCAB = 300
+TOLERANCE = 2e-5  # fp32; logits are O(1)
+
+
+def tiny_qwen2(seed: int = 0):
+    """A Qwen2: biased q/k/v projections, no per-head q/k norms, a separate LM head."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).float().eval()
+    with torch.no_grad():  # HF initialises biases to zero; make them matter
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(std=0.5)
+    return model
+
+
+def tiny_qwen3_variant(seed: int = 0):
+    """A Qwen3 with biases everywhere in attention, head_dim ≠ hidden / heads, YaRN RoPE."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=32,
+        attention_bias=True,
+        max_position_embeddings=256,
+        rope_parameters={
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "rope_theta": 10000.0,
+            "original_max_position_embeddings": 64,
+        },
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).float().eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            attention = layer.self_attn
+            for module in (attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj):
+                module.bias.normal_(std=0.5)
+            attention.q_norm.weight.normal_(1.0, 0.2)  # HF initialises norm weights to one
+            attention.k_norm.weight.normal_(1.0, 0.2)
+            layer.input_layernorm.weight.normal_(1.0, 0.2)
+    return model
+
+
+def left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p) :] = torch.tensor(p)
+        mask[row, width - len(p) :] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class Both:
+    """The same rows decoded by the HF forward and by FastDecoder, compared at every step."""
+
+    def __init__(self, model, prompts: list[list[int]]):
+        self.model, self.fast = model, FastDecoder(model)
+        self.fast.refresh()
+        self.hf, self.kv, self.positions, self.worst = self.prefill(prompts)
+
+    def prefill(self, prompts):
+        ids, mask, positions = left_pad(prompts)
+        with torch.no_grad():
+            want, hf = _HFCache.prefill(self.model, ids, mask, positions)
+        got, kv = self.fast.prefill(ids, mask, positions)
+        return hf, kv, positions[:, -1] + 1, (want - got).abs().max().item()
+
+    def step(self, generator: torch.Generator) -> None:
+        tokens = torch.randint(VOCAB, (len(self.kv),), generator=generator)
+        with torch.no_grad():
+            want = self.hf.decode(self.model, tokens, self.positions)
+        got = self.fast.decode(tokens, self.positions, self.kv)
+        self.positions = self.positions + 1
+        self.worst = max(self.worst, (want - got).abs().max().item())
+
+    def keep(self, rows: list[int]) -> None:
+        index = torch.tensor(rows)
+        self.hf, self.kv = self.hf.select(index), self.kv.select(index)
+        self.positions = self.positions[index]
+
+    def admit(self, prompts: list[list[int]]) -> None:
+        hf, kv, positions, worst = self.prefill(prompts)
+        self.hf, self.kv = _HFCache.merge(self.hf, hf), KVCache.merge(self.kv, kv)
+        self.positions = torch.cat([self.positions, positions])
+        self.worst = max(self.worst, worst)
+
+
+def random_prompts(lengths: list[int], generator: torch.Generator) -> list[list[int]]:
+    return [torch.randint(VOCAB, (n,), generator=generator).tolist() for n in lengths]
+
+
+@pytest.fixture
+def poisoned_allocations(monkeypatch):
+    """Fill new cache memory with NaN: a column read before it is written shows up as NaN."""
+    allocate = KVCache.allocate.__func__
+
+    def poisoned(cls, like, rows, width):
+        cache = allocate(cls, like, rows, width)
+        cache.data.fill_(float("nan"))
+        return cache
+
+    monkeypatch.setattr(KVCache, "allocate", classmethod(poisoned))
+
+
+@pytest.mark.parametrize(
+    "make_model", [lambda: build_model(VOCAB, seed=0).eval(), tiny_qwen2, tiny_qwen3_variant]
+)
+def test_logits_match_hf_through_drops_admissions_and_growth(make_model, poisoned_allocations):
+    model, g = make_model(), torch.Generator().manual_seed(0)
+    both = Both(model, random_prompts([7, 19, 3, 12], g))
+    for _ in range(10):
+        both.step(g)
+    both.keep([0, 1, 3])  # a row finished; the short one's columns go
+    for _ in range(5):
+        both.step(g)
+    both.admit(random_prompts([30, 2], g))  # wider than the running batch's cache
+    for _ in range(5):
+        both.step(g)
+    both.keep([4, 2])  # reordered, and only rows whose padding can be dropped
+    both.admit(random_prompts([5], g))  # narrower than the running batch's cache
+    for _ in range(GROWTH + 10):  # past the cache's first capacity: it grows
+        both.step(g)
+    assert both.worst < TOLERANCE
+
+
+def test_fused_weights_follow_training_updates():
+    model, g = build_model(VOCAB, seed=0), torch.Generator().manual_seed(1)
+    prompts = random_prompts([6, 9], g)
+    fast = FastDecoder(model)
+    fast.refresh()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ids, mask, positions = left_pad(prompts)
+    model(input_ids=ids, attention_mask=mask).logits.square().mean().backward()
+    optimizer.step()  # in-place: the fused copies are now stale
+    model.eval()
+    fast.refresh()
+    with torch.no_grad():
+        want, _ = _HFCache.prefill(model, ids, mask, positions)
+    got, _ = fast.prefill(ids, mask, positions)
+    assert (want - got).abs().max() < TOLERANCE
+
+
+def test_supports_only_plain_qwen_models():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    assert (
+        supports(build_model(VOCAB)) and supports(tiny_qwen2()) and supports(tiny_qwen3_variant())
+    )
+    llama = LlamaForCausalLM(
+        LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1)
+    )
+    lora = get_peft_model(build_model(VOCAB), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert not supports(llama) and not supports(lora)
+    assert HFEngine(llama).fast is None and HFEngine(build_model(VOCAB)).fast is not None
+    with pytest.raises(ValueError, match="does not support"):
+        HFEngine(llama, fast_decode=True)
+
+
+def test_engine_samples_the_same_tokens_with_either_forward(tiny_dir):
+    group = list(range(40, 90))  # one prompt, several rollouts: prefilled once
+    requests = [
+        GenerationRequest(group, 40, seed=1),
+        GenerationRequest(list(range(20, 30)), 25, seed=2),
+        GenerationRequest(group, 40, seed=3),
+        GenerationRequest(list(range(60, 65)), 3, seed=4),
+        GenerationRequest(list(range(60, 75)), 30, temperature=0.0, seed=5),
+        GenerationRequest(group, 40, top_p=0.8, top_k=20, seed=6),
+    ]
+    fast = HFEngine.from_path(str(tiny_dir), max_batch_size=4)  # admissions mid-batch
+    slow = HFEngine.from_path(str(tiny_dir), max_batch_size=4, fast_decode=False)
+    assert fast.fast is not None and slow.fast is None
+    alone = [fast.generate([r])[0] for r in requests]
+    for results in (fast.generate(requests), slow.generate(requests)):
+        for got, want in zip(results, alone, strict=True):
+            assert got.token_ids == want.token_ids
+            assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)

@@ -1,0 +1,283 @@
+"""A lean decoding forward for Qwen2/Qwen3 causal LMs, over the model's own weights.
+
+Why: with a small model, a decoding step of transformers' modules is mostly per-op Python
+overhead (module calls, mask creation, a `torch.cat` of the whole KV cache per layer per step),
+not arithmetic. This forward computes the same function with fewer, larger ops:
+
+    x ← embed(token)
+    per layer:  h = RMSNorm(x);  [q k v] = h·[W_q W_k W_v]ᵀ (+ b);  q, k ← RMSNorm_head (Qwen3)
+                q, k ← q·cos θ_p + rotate_half(q)·sin θ_p   (RoPE, θ_p a table row for position p)
+                x ← x + W_o · softmax(q kᵀ/√d + mask) v
+                x ← x + W_down · (silu(h' W_gateᵀ) ⊙ h' W_upᵀ),  h' = RMSNorm(x)
+    logits = RMSNorm(x) · W_lmᵀ
+
+- q/k/v and gate/up are fused into one matmul each. The fused weights are copies, so they are
+  rebuilt whenever a parameter changed (its in-place version counter moved: an optimizer step,
+  `load_state_dict`) or was replaced; `refresh()` checks that cheaply at each `serve`.
+- The KV cache (`KVCache`) is preallocated and written in place; it grows in chunks.
+- Rows are left-padded and share one write column, so a decoding step writes one column for the
+  whole batch; the boolean `valid` mask says which columns each row attends to.
+
+It must reproduce the HF forward (tests/rollout/test_fast_decode.py compares logits to ~1e-5 in
+fp32). Only plain (non-PEFT) Qwen2/Qwen3 CausalLMs with full attention, SiLU MLPs and a static
+RoPE are supported (`supports`); the engine falls back to the HF forward for anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SUPPORTED_MODELS = ("Qwen2ForCausalLM", "Qwen3ForCausalLM")
+STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq and scaling never change
+GROWTH = 128  # cache columns added at a time
+
+
+def supports(model) -> bool:
+    """True for a plain Qwen2/Qwen3 CausalLM whose forward this module reproduces exactly."""
+    config = getattr(model, "config", None)
+    if type(model).__name__ not in SUPPORTED_MODELS or config is None:
+        return False
+    rope = getattr(config, "rope_parameters", None) or {}
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    return (
+        getattr(config, "hidden_act", None) == "silu"
+        and rope.get("rope_type", "default") in STATIC_ROPE
+        and all(t == "full_attention" for t in layer_types)
+        and not getattr(model, "peft_config", None)
+        and not getattr(model, "hf_quantizer", None)
+    )
+
+
+@dataclass
+class KVCache:
+    """Keys and values of a batch of left-padded rows, written in place.
+
+    Columns [start, end) are in use; all rows write column `end` next. `valid[b, c]` is True
+    where column c holds one of row b's tokens (False: left padding).
+    """
+
+    data: Tensor  # [layers, 2 (k, v), B, kv_heads, capacity, head_dim]
+    valid: Tensor  # [B, capacity] bool
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.data.shape[2]
+
+    @classmethod
+    def allocate(cls, like: Tensor, rows: int, width: int) -> KVCache:
+        """Room for `width` used columns and GROWTH more, uninitialised: the caller writes
+        columns [0, width), and a column past `end` is always written before it is read."""
+        layers, kv, _, heads, _, dim = like.shape
+        data = like.new_empty(layers, kv, rows, heads, width + GROWTH, dim)
+        valid = torch.zeros(rows, width + GROWTH, dtype=torch.bool, device=like.device)
+        return cls(data, valid, 0, width)
+
+    def reserve(self) -> None:
+        """Make room for one more column (moving the used columns to the front if needed)."""
+        if self.end < self.data.shape[4]:
+            return
+        grown = KVCache.allocate(self.data, len(self), self.end - self.start)
+        grown.copy_rows(self, slice(None))
+        self.data, self.valid, self.start, self.end = grown.data, grown.valid, 0, grown.end
+
+    def copy_rows(self, source: KVCache, rows: slice, source_rows=slice(None), first=None) -> None:
+        """Write `source_rows` of `source`, columns [first (default: its start), its end), into
+        `rows`, right-aligned at this cache's `end`."""
+        used = slice(source.start if first is None else first, source.end)
+        columns = slice(self.end - (used.stop - used.start), self.end)
+        self.data[:, :, rows, :, columns] = source.data[:, :, source_rows, :, used]
+        self.valid[rows, columns] = source.valid[source_rows, used]
+
+    def select(self, rows: Tensor) -> KVCache:
+        """Only `rows`, dropping leading columns that are now padding in every row."""
+        valid = self.valid[rows, self.start : self.end]
+        first = self.start + int(valid.any(0).long().argmax())
+        out = KVCache.allocate(self.data, len(rows), self.end - first)
+        out.copy_rows(self, slice(None), rows, first)
+        return out
+
+    @staticmethod
+    def merge(a: KVCache, b: KVCache) -> KVCache:
+        """One cache from two: both right-aligned to the wider one's width, rows of a then b."""
+        out = KVCache.allocate(a.data, len(a) + len(b), max(a.end - a.start, b.end - b.start))
+        # Left padding must be finite: its attention weight is 0, but 0 · NaN is NaN.
+        out.data[:, :, :, :, : out.end].zero_()
+        out.copy_rows(a, slice(0, len(a)))
+        out.copy_rows(b, slice(len(a), None))
+        return out
+
+
+@dataclass
+class _Layer:
+    input_norm: Tensor
+    qkv_weight: Tensor  # [(q_heads + 2·kv_heads)·head_dim, hidden]
+    qkv_bias: Tensor | None
+    qk_norm: (
+        Tensor | None
+    )  # [q_heads + kv_heads, head_dim]: q_norm's weight per q head, then k_norm's
+    o_proj: Tensor
+    o_bias: Tensor | None
+    post_norm: Tensor
+    gate_up: Tensor  # [2·intermediate, hidden]
+    down: Tensor
+
+
+class FastDecoder:
+    """Prefill and decode forwards equal to the HF model's, with a preallocated KV cache."""
+
+    def __init__(self, model):
+        if not supports(model):
+            raise ValueError(f"FastDecoder does not support {type(model).__name__}")
+        self.model = model
+        config = model.config
+        self.eps = config.rms_norm_eps
+        self.q_heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        self.scale = self.head_dim**-0.5
+        self._key: tuple | None = None
+        self._layers: list[_Layer] = []
+        self._cos = self._sin = None
+
+    def refresh(self) -> None:
+        """Rebuild the fused weights if any parameter changed since they were built."""
+        key = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        if key == self._key:
+            return
+        with torch.no_grad():
+            self._layers = [self._fuse(layer) for layer in self.model.model.layers]
+        self._key = key
+
+    def _fuse(self, layer) -> _Layer:
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        bias = None
+        if attn.q_proj.bias is not None:
+            bias = torch.cat([p.bias for p in projections])
+        qk_norm = None
+        if getattr(attn, "q_norm", None) is not None:
+            qk_norm = torch.cat(
+                [
+                    attn.q_norm.weight.expand(self.q_heads, -1),
+                    attn.k_norm.weight.expand(self.kv_heads, -1),
+                ]
+            )
+        return _Layer(
+            input_norm=layer.input_layernorm.weight,
+            qkv_weight=torch.cat([p.weight for p in projections]),
+            qkv_bias=bias,
+            qk_norm=qk_norm,
+            o_proj=attn.o_proj.weight,
+            o_bias=attn.o_proj.bias,
+            post_norm=layer.post_attention_layernorm.weight,
+            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+            down=mlp.down_proj.weight,
+        )
+
+    @torch.no_grad()
+    def prefill(
+        self, input_ids: Tensor, attention_mask: Tensor, positions: Tensor
+    ) -> tuple[Tensor, KVCache]:
+        """Left-padded prompts [B, P] → logits of each row's last position [B, V], and their cache.
+
+        Query t attends to the row's valid keys s ≤ t. A padding query attends to itself only,
+        so its outputs, which nothing reads, stay finite.
+        """
+        rows, width = input_ids.shape
+        valid = attention_mask.bool()
+        eye = torch.eye(width, dtype=torch.bool, device=valid.device)
+        causal = torch.ones_like(eye).tril()
+        mask = (valid[:, None, :] | eye) & causal
+        cache = KVCache.allocate(self._template(), rows, width)
+        cache.valid[:, :width] = valid
+        x = self._forward(input_ids, positions, cache, slice(0, width), mask[:, None])
+        return x, cache
+
+    @torch.no_grad()
+    def decode(self, tokens: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
+        """One token per row [B] at `positions` [B] → next-token logits [B, V]; extends `cache`."""
+        cache.reserve()
+        column = cache.end
+        cache.valid[:, column] = True
+        cache.end += 1
+        mask = cache.valid[:, None, None, cache.start : cache.end]
+        return self._forward(
+            tokens[:, None], positions[:, None], cache, slice(column, column + 1), mask
+        )
+
+    def _forward(self, ids: Tensor, positions: Tensor, cache: KVCache, columns, mask) -> Tensor:
+        """The layers over ids [B, T] written at cache `columns`; logits of the last position."""
+        base = self.model.model
+        x = F.embedding(ids, base.embed_tokens.weight)
+        cos, sin = self._rope(positions, x)
+        for index, layer in enumerate(self._layers):
+            x = self._layer(layer, x, cos, sin, cache.data[index], cache, columns, mask)
+        last = _rms_norm(x[:, -1], base.norm.weight, self.eps)
+        return F.linear(last, self.model.lm_head.weight).float()
+
+    def _layer(self, w: _Layer, x, cos, sin, kv: Tensor, cache: KVCache, columns, mask) -> Tensor:
+        rows, length, _ = x.shape
+        qkv = F.linear(_rms_norm(x, w.input_norm, self.eps), w.qkv_weight, w.qkv_bias)
+        qkv = qkv.view(rows, length, -1, self.head_dim)
+        qk, v = qkv.split([self.q_heads + self.kv_heads, self.kv_heads], dim=2)
+        if w.qk_norm is not None:
+            qk = _rms_norm(qk, w.qk_norm, self.eps)
+        # RoPE: q·cos + rotate_half(q)·sin; roll(q) = [q₂, q₁] and sin carries the sign [−s, s].
+        qk = torch.addcmul(qk * cos, qk.roll(self.head_dim // 2, dims=-1), sin)
+        q, k = qk.split([self.q_heads, self.kv_heads], dim=2)
+        kv[0, :, :, columns] = k.transpose(1, 2)
+        kv[1, :, :, columns] = v.transpose(1, 2)
+        used = slice(cache.start, cache.end)
+        attention = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            kv[0, :, :, used],
+            kv[1, :, :, used],
+            attn_mask=mask,
+            scale=self.scale,
+            enable_gqa=True,
+        )
+        attention = attention.transpose(1, 2).reshape(rows, length, -1)
+        x = x + F.linear(attention, w.o_proj, w.o_bias)
+        gate, up = F.linear(_rms_norm(x, w.post_norm, self.eps), w.gate_up).chunk(2, dim=-1)
+        return x + F.linear(F.silu(gate) * up, w.down)
+
+    def _rope(self, positions: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """cos and signed sin [B, T, 1, head_dim] for `positions`, from a table grown on demand."""
+        needed = int(positions.max()) + 1
+        table = self._cos
+        if table is None or table.shape[0] < needed or table.dtype != like.dtype:
+            self._build_rope(max(needed, 2 * (0 if table is None else table.shape[0]), 256), like)
+        return self._cos[positions].unsqueeze(2), self._sin[positions].unsqueeze(2)
+
+    def _build_rope(self, length: int, like: Tensor) -> None:
+        # The same arithmetic as transformers' rotary embedding: θ = p·inv_freq, emb = [θ, θ].
+        rotary = self.model.model.rotary_emb
+        inv_freq = rotary.inv_freq.to(device=like.device, dtype=torch.float)
+        freqs = torch.arange(length, device=like.device).float()[:, None] * inv_freq[None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        cos, sin = emb.cos() * rotary.attention_scaling, emb.sin() * rotary.attention_scaling
+        half = self.head_dim // 2
+        self._cos = cos.to(like.dtype)
+        self._sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1).to(like.dtype)
+
+    def _template(self) -> Tensor:
+        weight = self.model.lm_head.weight
+        layers = len(self._layers)
+        return weight.new_empty(layers, 2, 0, self.kv_heads, 0, self.head_dim)
+
+
+def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm as transformers' Qwen modules compute it: w · x / √(mean(x²) + ε), in float32.
+
+    (Cheaper here than `F.rms_norm`, which copies its input and output on the CPU.)
+    """
+    normed = x.float()
+    normed = normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
