@@ -33,7 +33,8 @@ from toolrl.chat import encode, end_of_turn_token, render
 from toolrl.config import RolloutConfig
 from toolrl.models.tiny import write_tiny
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
-from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
+from toolrl.rollout.engines import hf as hf_engine
+from toolrl.rollout.engines.base import GenerationRequest
 from toolrl.rollout.engines.hf import HFEngine
 from toolrl.tools.base import ToolResult
 from toolrl.tools.code_interpreter import CodeInterpreter
@@ -41,35 +42,43 @@ from toolrl.types import Sample
 
 
 class ScriptedTokens:
-    """Continuous-batching engine: the inner HF engine decodes exactly as many tokens as the
-    script's turn has (no early stop), and the script's tokens are returned in their place."""
+    """Continuous-batching engine whose tokens follow a script: the inner HF engine runs its
+    forward and its sampler as usual, then the script's token replaces the sampled one. So the
+    model computes (and caches) exactly the tokens that are returned, and the loop's next turn
+    can reuse that cache like a real one."""
 
     def __init__(self, inner: HFEngine, tokenizer, policy):
         self.inner, self.tokenizer, self.policy = inner, tokenizer, policy
         self.eot = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
 
     def serve(self, take, done):
-        scripts = {}
+        scripts = {}  # id(forced request) -> (the request, its script's remaining tokens)
 
         def take_forced(room):
             forced = []
             for key, request in take(room):
-                ids = [
-                    *encode(self.tokenizer, self.policy(self.tokenizer.decode(request.prompt_ids))),
-                    self.eot,
-                ]
-                scripts[key] = ids = ids[: request.max_new_tokens]
-                forced.append(
-                    (key, dataclasses.replace(request, max_new_tokens=len(ids), stop_token_ids=()))
-                )
+                context = self.tokenizer.decode(request.prompt_ids)
+                ids = [*encode(self.tokenizer, self.policy(context)), self.eot]
+                ids = ids[: request.max_new_tokens]
+                stop = (self.eot,) if ids[-1] == self.eot else ()
+                request = dataclasses.replace(request, max_new_tokens=len(ids), stop_token_ids=stop)
+                scripts[id(request)] = (request, iter(ids))
+                forced.append((key, request))
             return forced
 
-        def done_scripted(key, result):
-            ids = scripts.pop(key)
-            reason = "stop" if ids[-1] == self.eot else "length"
-            done(key, GenerationResult(ids, result.logprobs, reason))
+        def forced_sample(logits, requests, generators):
+            real_sample(logits, requests, generators)  # the real sampler's work, then the script
+            chosen = torch.tensor([next(scripts[id(r)][1]) for r in requests])
+            temperature = torch.tensor([r.temperature for r in requests])[:, None]
+            logprobs = torch.log_softmax(logits / temperature, dim=-1)
+            return chosen, logprobs.gather(-1, chosen[:, None]).squeeze(-1)
 
-        self.inner.serve(take_forced, done_scripted)
+        real_sample = hf_engine.sample
+        hf_engine.sample = forced_sample
+        try:
+            self.inner.serve(take_forced, done)
+        finally:
+            hf_engine.sample = real_sample
 
 
 def make_policy(turns: int, seed: int):

@@ -203,3 +203,72 @@ def test_engine_samples_the_same_tokens_with_either_forward(tiny_dir):
         for got, want in zip(results, alone, strict=True):
             assert got.token_ids == want.token_ids
             assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "make_model", [lambda: build_model(VOCAB, seed=0).eval(), tiny_qwen3_variant]
+)
+def test_prefill_after_a_cached_prefix_equals_the_whole_prefill(make_model, poisoned_allocations):
+    """A row's stored keys/values + its new tokens give the logits of prefilling it whole, and
+    decoding on from there matches the HF forward over the whole sequence."""
+    model, g = make_model(), torch.Generator().manual_seed(2)
+    fast = FastDecoder(model)
+    fast.refresh()
+    prefixes = random_prompts([9, 4, 15], g)
+    suffixes = random_prompts([3, 11, 1], g)  # padding lands between prefix and suffix
+    ids, mask, positions = left_pad(prefixes)
+    _, cache = fast.prefill(ids, mask, positions)
+    stored = [cache.row(r) for r in range(len(prefixes))]
+    assert [s.shape[3] for s in stored] == [9, 4, 15]
+    logits, cached, next_position = fast.prefill_after(stored, suffixes)
+    whole = [p + s for p, s in zip(prefixes, suffixes, strict=True)]
+    ids, mask, positions = left_pad(whole)
+    with torch.no_grad():
+        want, hf = _HFCache.prefill(model, ids, mask, positions)
+    assert next_position.tolist() == [len(w) for w in whole]
+    worst = (want - logits).abs().max().item()
+    for _ in range(5):
+        tokens = torch.randint(VOCAB, (len(whole),), generator=g)
+        with torch.no_grad():
+            want = hf.decode(model, tokens, next_position)
+        got = fast.decode(tokens, next_position, cached)
+        next_position = next_position + 1
+        worst = max(worst, (want - got).abs().max().item())
+    assert worst < TOLERANCE
+
+
+def test_engine_reuses_a_finished_turn_and_samples_the_same_tokens(tiny_dir):
+    """Turn 2's prompt extends turn 1's conversation: with the prefix store only the new tokens
+    are prefilled, and the sampled tokens are those of a full prefill."""
+    cached = HFEngine.from_path(str(tiny_dir))
+    plain = HFEngine.from_path(str(tiny_dir), prefix_cache_bytes=0)
+    assert plain.prefixes is None
+    first = [GenerationRequest(list(range(40, 60 + 7 * i)), 12 + i, seed=i) for i in range(3)]
+    second = []
+    for engine in (cached, plain):
+        turn1 = engine.generate(first)
+        second.append(
+            engine.generate(
+                [
+                    GenerationRequest([*r.prompt_ids, *out.token_ids, 7, 8, 9], 20, seed=10 + i)
+                    for i, (r, out) in enumerate(zip(first, turn1, strict=True))
+                ]
+            )
+        )
+    assert cached.prefixes.hits == 3
+    assert cached.prefixes.reused_tokens == sum(
+        len(r.prompt_ids) + r.max_new_tokens - 1 for r in first
+    )
+    for got, want in zip(*second, strict=True):
+        assert got.token_ids == want.token_ids
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+def test_prefix_store_is_cleared_when_the_weights_change(tiny_dir):
+    engine = HFEngine.from_path(str(tiny_dir))
+    engine.generate([GenerationRequest(list(range(40, 50)), 5, seed=0)])
+    assert len(engine.prefixes) == 1
+    with torch.no_grad():
+        next(engine.model.parameters()).add_(0.01)
+    engine.generate([GenerationRequest(list(range(70, 80)), 5, seed=0)])
+    assert len(engine.prefixes) == 1 and engine.prefixes.hits == 0  # only the new request's

@@ -93,6 +93,11 @@ class KVCache:
         self.data[:, :, rows, :, columns] = source.data[:, :, source_rows, :, used]
         self.valid[rows, columns] = source.valid[source_rows, used]
 
+    def row(self, index: int) -> Tensor:
+        """Row `index`'s keys and values without padding, [layers, 2, kv_heads, n, head_dim]."""
+        columns = self.valid[index, self.start : self.end].nonzero().squeeze(-1) + self.start
+        return self.data[:, :, index].index_select(3, columns)
+
     def select(self, rows: Tensor) -> KVCache:
         """Only `rows`, dropping leading columns that are now padding in every row."""
         valid = self.valid[rows, self.start : self.end]
@@ -146,14 +151,16 @@ class FastDecoder:
         self._layers: list[_Layer] = []
         self._cos = self._sin = None
 
-    def refresh(self) -> None:
-        """Rebuild the fused weights if any parameter changed since they were built."""
+    def refresh(self) -> bool:
+        """Rebuild the fused weights if any parameter changed since they were built; True if so
+        (keys and values cached under the old weights are then stale)."""
         key = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
         if key == self._key:
-            return
+            return False
         with torch.no_grad():
             self._layers = [self._fuse(layer) for layer in self.model.model.layers]
         self._key = key
+        return True
 
     def _fuse(self, layer) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
@@ -199,6 +206,39 @@ class FastDecoder:
         cache.valid[:, :width] = valid
         x = self._forward(input_ids, positions, cache, slice(0, width), mask[:, None])
         return x, cache
+
+    @torch.no_grad()
+    def prefill_after(
+        self, prefixes: list[Tensor], suffixes: list[list[int]], pad_token_id: int = 0
+    ) -> tuple[Tensor, KVCache, Tensor]:
+        """Rows that continue already-computed prefixes: only the suffixes are run.
+
+        `prefixes[i]` is a row's cached keys and values [layers, 2, kv_heads, n_i, head_dim]
+        (`KVCache.row`), `suffixes[i]` the tokens that follow them. The cache holds the prefixes
+        right-aligned in columns [0, P) and the left-padded suffixes in [P, P + S), so padding
+        may sit between a row's prefix and suffix: the `valid` mask, not adjacency, says what a
+        query attends to, and positions continue each row's own prefix.
+        Returns the logits of each row's last position [B, V], the cache, and the position of
+        each row's next token [B].
+        """
+        rows, device = len(prefixes), self.model.lm_head.weight.device
+        lengths = torch.tensor([p.shape[3] for p in prefixes], device=device)
+        width, span = int(lengths.max()), max(len(s) for s in suffixes)
+        cache = KVCache.allocate(self._template(), rows, width + span)
+        cache.data[:, :, :, :, :width].zero_()  # left padding must be finite (see `merge`)
+        ids = torch.full((rows, span), pad_token_id, dtype=torch.long)
+        for row, (prefix, suffix) in enumerate(zip(prefixes, suffixes, strict=True)):
+            cache.data[:, :, row, :, width - prefix.shape[3] : width] = prefix
+            cache.valid[row, width - prefix.shape[3] : width] = True
+            cache.valid[row, width + span - len(suffix) : width + span] = True
+            ids[row, span - len(suffix) :] = torch.tensor(suffix)
+        ids, valid = ids.to(device), cache.valid[:, width : width + span]
+        positions = lengths[:, None] + (valid.long().cumsum(-1) - 1).clamp(min=0)
+        eye = torch.eye(span, dtype=torch.bool, device=device)
+        own = (valid[:, None, :] | eye) & torch.ones_like(eye).tril()
+        mask = torch.cat([cache.valid[:, None, :width].expand(-1, span, -1), own], dim=-1)
+        logits = self._forward(ids, positions, cache, slice(width, width + span), mask[:, None])
+        return logits, cache, positions[:, -1] + 1
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, positions: Tensor, cache: KVCache) -> Tensor:

@@ -8,6 +8,10 @@ moment it finishes. So a trajectory whose turn ends early goes to its tool while
 decoding, and comes back into the batch as soon as its observation is appended: no lockstep.
 It also costs less per step than `generate` on small models (DESIGN.md: 2.4x at 1M parameters).
 
+Multi-turn rollouts reuse their keys and values (`PrefixStore`): when a request finishes, its
+row's cache is kept under its tokens; the next turn's prompt is that conversation plus the
+tool's observation, so only the observation is prefilled. (FastDecoder path only.)
+
 Sampling is reproducible per request: each request's noise comes from its own seeded generator
 (Gumbel-max over the truncated distribution, which is exactly sampling from it), so a request's
 tokens do not depend on what else shares its batch.
@@ -15,6 +19,7 @@ tokens do not depend on what else shares its batch.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -72,12 +77,61 @@ class _Running:
         )
 
 
+class PrefixStore:
+    """Keys and values of finished requests, under the tokens they were computed for.
+
+    A request whose prompt extends a stored sequence (the next turn of a trajectory: the same
+    tokens, then the tool's observation) takes that entry and prefills only the rest. Entries
+    are taken once (the conversation moves on); the oldest are dropped past `max_bytes`.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.reused_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, tokens: tuple[int, ...], keys_values: torch.Tensor) -> None:
+        size = keys_values.numel() * keys_values.element_size()
+        if size > self.max_bytes or tokens in self._entries:
+            return
+        self._entries[tokens] = keys_values
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= dropped.numel() * dropped.element_size()
+
+    def take(self, prompt: list[int]) -> tuple[int, torch.Tensor] | None:
+        """The longest stored strict prefix of `prompt` (removed from the store), and its length."""
+        best, prompt = None, tuple(prompt)
+        for tokens in self._entries:
+            n = len(tokens)
+            if n < len(prompt) and (best is None or n > len(best)) and tokens == prompt[:n]:
+                best = tokens
+        if best is None:
+            return None
+        keys_values = self._entries.pop(best)
+        self._bytes -= keys_values.numel() * keys_values.element_size()
+        self.hits += 1
+        self.reused_tokens += len(best)
+        return len(best), keys_values
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+
 class HFEngine:
     """An `Engine` over a loaded transformers model, with continuous batching (`serve`).
 
     `fast_decode`: None uses `FastDecoder` (fast_decode.py) when the model is a plain
     Qwen2/Qwen3 CausalLM and the model's own forward otherwise; False always uses the model's
     forward; True requires the fast path (an error for an unsupported model).
+    `prefix_cache_bytes`: memory for finished requests' keys and values (`PrefixStore`;
+    0 turns it off).
     """
 
     def __init__(
@@ -88,6 +142,7 @@ class HFEngine:
         max_batch_size: int = 64,
         seed: int = 0,
         fast_decode: bool | None = None,
+        prefix_cache_bytes: int = 1 << 30,
     ):
         self.model = model
         self.pad_token_id = pad_token_id
@@ -95,6 +150,7 @@ class HFEngine:
         self._seeds = torch.Generator().manual_seed(seed)
         use_fast = supports(model) if fast_decode is None else fast_decode
         self.fast = FastDecoder(model) if use_fast else None
+        self.prefixes = PrefixStore(prefix_cache_bytes) if use_fast and prefix_cache_bytes else None
 
     @classmethod
     def from_path(
@@ -130,8 +186,9 @@ class HFEngine:
         Between decoding steps, `take(room)` returns up to `room` new (key, request) pairs, which
         join the batch; `done(key, result)` is called as soon as a request finishes.
         """
-        if self.fast is not None:
-            self.fast.refresh()  # the weights may have changed since the last call (training)
+        # The weights may have changed since the last call (training): rebuild what used them.
+        if self.fast is not None and self.fast.refresh() and self.prefixes is not None:
+            self.prefixes.clear()
         batch: _Running | None = None
         while True:
             room = self.max_batch_size - (len(batch) if batch else 0)
@@ -145,12 +202,23 @@ class HFEngine:
     def _admit(
         self, batch: _Running | None, new: list[tuple[Hashable, GenerationRequest]]
     ) -> _Running:
-        """Prefill the new prompts as one left-padded batch and merge them into the running one.
+        """Prefill the new prompts and merge them into the running batch: continuations of a
+        stored prefix prefill only their new tokens, the others their whole prompt."""
+        cached, fresh = [], []
+        for key, request in new:
+            hit = self.prefixes.take(request.prompt_ids) if self.prefixes is not None else None
+            (fresh if hit is None else cached).append((key, request, hit))
+        for part in (self._prefill_fresh(fresh), self._prefill_cached(cached)):
+            if part is not None:
+                batch = part if batch is None else batch.merge(part)
+        return batch
 
-        Identical prompts (a GRPO group's n rollouts start from one prompt) are prefilled once
-        and their cache rows copied.
-        """
-        requests = [r for _, r in new]
+    def _prefill_fresh(self, new: list) -> _Running | None:
+        """Whole prompts as one left-padded batch. Identical prompts (a GRPO group's n rollouts
+        start from one prompt) are prefilled once and their cache rows copied."""
+        if not new:
+            return None
+        requests = [r for _, r, _ in new]
         distinct = {tuple(r.prompt_ids): None for r in requests}
         row_of = {prompt: row for row, prompt in enumerate(distinct)}
         input_ids, mask = self._left_pad([list(p) for p in distinct])
@@ -162,17 +230,31 @@ class HFEngine:
         rows = torch.tensor([row_of[tuple(r.prompt_ids)] for r in requests], device=self.device)
         if len(distinct) < len(requests):
             cache = cache.select(rows)
-        added = _Running(
+        return self._running(new, cache, positions[rows, -1] + 1, logits[rows])
+
+    def _prefill_cached(self, new: list) -> _Running | None:
+        """Prompts that extend a stored prefix: only the tokens after it are run."""
+        if not new:
+            return None
+        prefixes = [keys_values for _, _, (_, keys_values) in new]
+        suffixes = [request.prompt_ids[n:] for _, request, (n, _) in new]
+        logits, cache, next_position = self.fast.prefill_after(
+            prefixes, suffixes, self.pad_token_id
+        )
+        return self._running(new, cache, next_position, logits)
+
+    def _running(self, new: list, cache, next_position, logits) -> _Running:
+        requests = [r for _, r, _ in new]
+        return _Running(
             cache=cache,
-            next_position=positions[rows, -1] + 1,
-            logits=logits[rows],
-            keys=[k for k, _ in new],
+            next_position=next_position,
+            logits=logits,
+            keys=[k for k, _, _ in new],
             requests=requests,
             generators=[self._generator(r) for r in requests],
             tokens=[[] for _ in requests],
             logprobs=[[] for _ in requests],
         )
-        return added if batch is None else batch.merge(added)
 
     def _step(self, batch: _Running, done: Done) -> _Running | None:
         """Sample one token per row, hand back finished rows, decode the rest one position."""
@@ -183,6 +265,10 @@ class HFEngine:
             request, tokens, logprobs = batch.requests[row], batch.tokens[row], batch.logprobs[row]
             tokens.append(token)
             logprobs.append(logprob)
+            finished = token in request.stop_token_ids or len(tokens) >= request.max_new_tokens
+            if finished and self.prefixes is not None:  # the cache holds all but the new token
+                computed = (*request.prompt_ids, *tokens[:-1])
+                self.prefixes.put(computed, batch.cache.row(row))
             if token in request.stop_token_ids:
                 done(batch.keys[row], GenerationResult(tokens, logprobs, "stop"))
             elif len(tokens) >= request.max_new_tokens:
