@@ -31,6 +31,16 @@ system-deps:
 	    echo "note: bubblewrap not found; install it (apt-get install bubblewrap) for the strongest sandbox"; \
 	  fi; \
 	fi
+	@# Chromium drives the report's browser test (playwright uses it; no browser download).
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	    || echo "note: could not install chromium; the report's browser test will skip"; \
+	  else \
+	    echo "note: chromium not found; install it (apt-get install chromium) for the report's browser test"; \
+	  fi; \
+	fi
 
 # The main job: until the embedded demo exists, a real smoke run of what exists.
 demo: install

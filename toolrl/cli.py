@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "toolrl.commands.rollout",
     "toolrl.commands.train",
     "toolrl.commands.eval",
+    "toolrl.commands.report",
     "toolrl.commands.serve",
     "toolrl.commands.data",
     "toolrl.sandbox.cli",

@@ -213,7 +213,18 @@ def fit(
                 save_checkpoint(run_dir, done, trainer.model, trainer.tokenizer, trainer.optimizer, trainer.scheduler, state)  # fmt: skip
             progress.update(task, completed=done, status=step_status(metrics))
     logger.close()
+    write_run_report(run_dir)
     return run_dir
+
+
+def write_run_report(run_dir: Path) -> None:
+    """`report.html` in the run directory; a failure is printed, never raised: the run is done."""
+    try:
+        from toolrl.eval.report import write_report
+
+        write_report(run_dir)
+    except Exception as err:  # the report is a view of the run; losing it must not lose the run
+        print(f"warning: could not write {run_dir / 'report.html'}: {err!r}", file=sys.stderr)
 
 
 def progress_bar(name: str, *, disabled: bool):
