@@ -100,6 +100,12 @@ class RolloutConfig:
     local sandbox (isolation chosen at start: bubblewrap, else Landlock + seccomp)."""
     trajectory_timeout: float = 0.0
     """Wall-clock seconds one trajectory may take before it stops with `timeout` (0 = no limit)."""
+    num_workers: int = 0
+    """`trainer.backend=ray`: rollout workers (Ray actors, one engine each); 0 = one per
+    training rank. On GPUs each takes half of a GPU, next to a training rank (colocated)."""
+    sandbox_workers: int = 0
+    """`trainer.backend=ray`: code-interpreter workers (a Ray actor pool) serving every rollout
+    worker; 0 = each rollout worker runs its tool calls in its own sandbox."""
 
 
 @dataclass
@@ -198,7 +204,9 @@ class TrainerConfig:
     nodes: int = 1
     """Machines in a Ray run."""
     gpus_per_node: int = 8
-    """GPUs per machine in a Ray run (the paper: 8)."""
+    """GPUs per machine in a Ray run (the paper: 8); 0 = a CPU run (gloo instead of NCCL)."""
+    ranks_per_node: int = 0
+    """Training processes per machine in a Ray run; 0 = one per GPU (one on a CPU run)."""
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl"])
     """Metric sinks: console, jsonl (always written), tensorboard, wandb (offline works)."""
 
@@ -365,6 +373,14 @@ def validate(config: Config, *, source: str = "<config>") -> None:
         problems.append("`trainer.micro_batch_size` and `trainer.ppo_mini_batch_size` must be >= 1")
     if t.logprob_micro_batch_size < 1:
         problems.append("`trainer.logprob_micro_batch_size` must be >= 1")
+    if (
+        t.nodes < 1
+        or min(t.gpus_per_node, t.ranks_per_node, ro.num_workers, ro.sandbox_workers) < 0
+    ):
+        problems.append(
+            "`trainer.nodes` must be >= 1, and `trainer.gpus_per_node`, `trainer.ranks_per_node`, "
+            "`rollout.num_workers`, `rollout.sandbox_workers` >= 0"
+        )
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
 

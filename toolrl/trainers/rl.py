@@ -11,6 +11,11 @@ How this departs from the paper's released code (Open-AgentRL on verl), on purpo
   group's baseline, and counted (`rollout/infra_masked`), instead of being scored as wrong;
 - rollouts are seeded per (step, sample, rollout, turn), and the data order per step, so a run
   resumed from a checkpoint reproduces the uninterrupted run exactly.
+
+Scale-out changes no line of the step: `loop` may be any rollout provider with `run(samples, n)`
+and `settings` (Ray workers: toolrl/distributed/rollout.py), and `parallel` says which rows of
+each mini-batch this rank trains and sums normalisers, gradients and metrics over the ranks
+(toolrl/distributed/data_parallel.py; `SingleProcess` is one rank holding every row).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from toolrl.algorithms import (
     num_valid_tokens,
 )
 from toolrl.config import Config
+from toolrl.distributed.data_parallel import DataParallel, SingleProcess
 from toolrl.rollout.agent_loop import AgentLoop
 from toolrl.trainers.batching import (
     TokenBatch,
@@ -95,6 +101,7 @@ class RLTrainer:
         optimizer,
         scheduler,
         ref_model=None,
+        parallel: DataParallel | None = None,
     ):
         self.config = config
         self.model = model
@@ -105,6 +112,7 @@ class RLTrainer:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.ref_model = ref_model
+        self.parallel = parallel or SingleProcess()
         self.last_trajectories: list[Trajectory] = []
 
     def step(self, step: int) -> dict[str, float]:
@@ -171,14 +179,30 @@ class RLTrainer:
         """
         if batch is None:
             return None, None
-        cfg = self.config
-        skip = cfg.trainer.ppo_mini_batch_size * cfg.rollout.n
+        skip = self.rows_per_mini_batch()
         skip = min(skip, len(batch)) if self.first_update_is_on_policy() else 0
+        mine = self.trained_rows(len(batch))  # the rows this rank's updates read
         old = torch.full_like(batch.loss_mask, float("nan"))
-        if skip < len(batch):
-            old[skip:] = self.logprobs_of(self.model, batch.select(slice(skip, None)))
-        ref = None if self.ref_model is None else self.logprobs_of(self.ref_model, batch)
+        later = mine[mine >= skip]
+        if len(later):
+            old[later] = self.logprobs_of(self.model, batch.select(later))
+        ref = None
+        if self.ref_model is not None:
+            ref = torch.zeros_like(batch.loss_mask)
+            if len(mine):
+                ref[mine] = self.logprobs_of(self.ref_model, batch.select(mine))
         return old, ref
+
+    def rows_per_mini_batch(self) -> int:
+        return self.config.trainer.ppo_mini_batch_size * self.config.rollout.n
+
+    def trained_rows(self, num_rows: int) -> torch.Tensor:
+        """Indices of the rows this rank trains: its share of every mini-batch (all of them
+        in a single process)."""
+        shares = [
+            self.parallel.shard(m) for m in micro_batches(num_rows, self.rows_per_mini_batch())
+        ]
+        return torch.tensor([r for s in shares for r in range(s.start, s.stop)], dtype=torch.long)
 
     def first_update_is_on_policy(self) -> bool:
         """Whether a training forward computes what the no-grad forward does (no dropout
@@ -208,11 +232,11 @@ class RLTrainer:
         token_adv = (
             broadcast_to_tokens(advantages, torch.ones_like(batch.loss_mask)) * batch.loss_mask
         )
-        rows_per_mini = cfg.trainer.ppo_mini_batch_size * cfg.rollout.n
         sums: dict[str, float] = {}
         updates = 0
         for _ in range(cfg.trainer.ppo_epochs):
-            for mini in micro_batches(len(batch), rows_per_mini):
+            for whole in micro_batches(len(batch), self.rows_per_mini_batch()):
+                mini = self.parallel.shard(whole)  # this rank's rows; normalisers span `whole`
                 stats = self.mini_batch_update(
                     batch.select(mini),
                     token_adv[mini],
@@ -228,14 +252,22 @@ class RLTrainer:
     def mini_batch_update(
         self, mini: TokenBatch, advantages, old_logprobs, ref_logprobs
     ) -> dict[str, float]:
-        """Accumulate micro-batch gradients with the mini-batch's normalisers, then one step."""
+        """Accumulate micro-batch gradients with the mini-batch's normalisers, then one step.
+
+        With several ranks, `mini` is this rank's share: the normalisers are summed over ranks
+        (so they count the whole mini-batch), and so are the gradients and the metrics.
+        """
         alg = self.config.algorithm
         policy_loss = get_policy_loss(alg.policy_loss)
         clip_c = alg.clip_ratio_c if alg.policy_loss == "ppo_clip" else None
-        num_tokens, num_seqs = num_valid_tokens(mini.loss_mask), num_valid_seqs(mini.loss_mask)
+        num_tokens = self.parallel.all_sum(num_valid_tokens(mini.loss_mask))
+        num_seqs = self.parallel.all_sum(num_valid_seqs(mini.loss_mask))
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        for micro in grouped_micro_batches(mini, self.config.trainer.micro_batch_size):
+        micros = (
+            grouped_micro_batches(mini, self.config.trainer.micro_batch_size) if len(mini) else []
+        )
+        for micro in micros:  # a rank with no rows in this mini-batch still joins the reductions
             part = mini.select(micro)
             mask = part.loss_mask
             logprobs, entropy = token_logprobs(
@@ -283,6 +315,8 @@ class RLTrainer:
                     totals.get(f"actor/{name}", 0.0) + float(metrics[name]) * share
                 )
         trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.parallel.reduce_gradients(trainable)
+        totals = self.parallel.reduce_metrics(totals)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.trainer.grad_clip)
         if torch.isfinite(grad_norm):
             self.optimizer.step()

@@ -17,6 +17,7 @@ from toolrl.chat import encode, render
 from toolrl.config import Config, check_rl
 from toolrl.data.io import write_jsonl
 from toolrl.data.rl import load_rl_samples
+from toolrl.distributed.data_parallel import SingleProcess
 from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
 from toolrl.rollout.records import trajectory_record
 from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
@@ -58,15 +59,35 @@ def total_steps_of(config: Config, prompts: PromptStream) -> int:
 
 
 def build_engine(config: Config, model, tokenizer):
-    """The rollout engine. `hf` shares the training model's weights, so no sync is needed."""
+    """The rollout engine. `hf` shares the training model's weights, so no sync is needed;
+    `vllm` holds its own copy, refreshed by `VLLMRollout` before every rollout."""
     if config.rollout.engine == "hf":
         from toolrl.rollout.engines.hf import HFEngine
 
         return HFEngine(model, pad_token_id=tokenizer.pad_token_id or 0, seed=config.trainer.seed)
+    if config.rollout.engine == "vllm":
+        from toolrl.rollout.engines.vllm import VLLMEngine
+
+        return VLLMEngine.from_config(config, model.name_or_path)
     raise NotImplementedError(
-        f"rollout.engine={config.rollout.engine!r} is not available in single-process training yet; "
-        "use rollout.engine=hf"
+        f"rollout.engine={config.rollout.engine!r} cannot drive RL training; "
+        "use rollout.engine=hf or rollout.engine=vllm"
     )
+
+
+def local_rollout(config: Config, tools: list):
+    """The single-process rollout provider: an AgentLoop on this process's engine (for vLLM,
+    wrapped so the engine takes the new weights before and sleeps after every rollout)."""
+
+    def make(model, tokenizer, settings):
+        loop = AgentLoop(build_engine(config, model, tokenizer), tokenizer, tools, settings)
+        if config.rollout.engine != "vllm":
+            return loop
+        from toolrl.rollout.engines.vllm import VLLMRollout
+
+        return VLLMRollout(loop, model)
+
+    return make
 
 
 def default_reward_fn(config: Config):
@@ -84,9 +105,21 @@ def default_tools(config: Config) -> list:
 
 
 def build_rl_trainer(
-    config: Config, *, resume: bool = False, tools=None, reward_fn=None, device: str = "cpu"
+    config: Config,
+    *,
+    resume: bool = False,
+    tools=None,
+    reward_fn=None,
+    device: str = "cpu",
+    make_rollout=None,
+    parallel=None,
 ) -> tuple[RLTrainer, int]:
-    """An RLTrainer and the step to start from (the last checkpoint's when resuming)."""
+    """An RLTrainer and the step to start from (the last checkpoint's when resuming).
+
+    `make_rollout(model, tokenizer, settings)` builds the rollout provider (default: an
+    AgentLoop in this process, `local_rollout`); `parallel` is the data-parallel group this
+    process trains in (default: a single process). The Ray backend passes both.
+    """
     check_rl(config)
     run_dir = run_dir_of(config)
     checkpoint = latest_checkpoint(run_dir) if resume else None
@@ -100,6 +133,8 @@ def build_rl_trainer(
         model, tokenizer = load_policy(
             base, config.model, device=device, adapter_path=checkpoint if lora else None
         )
+    parallel = parallel or SingleProcess()
+    model = parallel.prepare(model)
     tools = tools if tools is not None else default_tools(config)
     samples, dropped = load_prompts(config, tokenizer, [t.schema for t in tools])
     if dropped:
@@ -113,7 +148,7 @@ def build_rl_trainer(
     settings = settings_from_config(
         config.rollout, max_context_length=context, seed=config.trainer.seed
     )
-    loop = AgentLoop(build_engine(config, model, tokenizer), tokenizer, tools, settings)
+    loop = (make_rollout or local_rollout(config, tools))(model, tokenizer, settings)
     optimizer = build_optimizer(model.parameters(), config.trainer)
     scheduler = build_scheduler(optimizer, config.trainer, total_steps_of(config, prompts))
     ref_model = None
@@ -135,6 +170,7 @@ def build_rl_trainer(
         optimizer,
         scheduler,
         ref_model,
+        parallel,
     )
     return trainer, start
 
@@ -182,18 +218,31 @@ def fit(
     reward_fn=None,
     validate=None,
     device: str = "cpu",
+    make_rollout=None,
+    parallel=None,
 ) -> Path:
     """Run (or resume) an RL run; returns its run directory.
 
     Validation runs every `trainer.val_every` steps and after the last, on `eval.benchmarks` and
-    `data.val_files` (or through `validate` when given).
+    `data.val_files` (or through `validate` when given). `trainer.backend=ray` hands the run to
+    `fit_ray`, which calls back here on every rank with `make_rollout` and `parallel`: every
+    rank runs the steps, and rank 0 alone validates, logs and saves (the replicas are equal).
     """
+    if config.trainer.backend == "ray" and parallel is None:
+        from toolrl.distributed.launch import fit_ray
+
+        return fit_ray(config, resume=resume, tools=tools, reward_fn=reward_fn)
     torch.manual_seed(config.trainer.seed)
     trainer, start = build_rl_trainer(
-        config, resume=resume, tools=tools, reward_fn=reward_fn, device=device
-    )
-    validate = validate or make_validator(config, load_validation_sets(config))
+        config, resume=resume, tools=tools, reward_fn=reward_fn, device=device,
+        make_rollout=make_rollout, parallel=parallel,
+    )  # fmt: skip
     run_dir = run_dir_of(config)
+    if trainer.parallel.rank != 0:
+        for step in range(start, total_steps_of(config, trainer.prompts)):
+            trainer.step(step)
+        return run_dir
+    validate = validate or make_validator(config, load_validation_sets(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml())
     logger = MetricsLogger(run_dir, config.trainer.loggers, config.to_dict(), resume_step=start)

@@ -1,0 +1,272 @@
+"""`trainer.backend=ray`: one RL run placed on a Ray cluster, with the single-process step code.
+
+    driver (`toolrl rl ... trainer.backend=ray`)
+      ├─ training ranks: Ray actors in one torch.distributed group (gloo on CPU, NCCL + FSDP2 on
+      │   GPUs); each runs `fit` → `RLTrainer.step` on its share of every mini-batch
+      ├─ rollout workers: Ray actors, one engine each (`RayRollout`, driven by rank 0)
+      └─ sandbox workers: a Ray actor pool behind the code interpreter (`rollout.sandbox_workers`)
+
+Every rank runs the same step. Rank 0's rollout provider sends the weights to the rollout
+workers, gathers the trajectories and broadcasts them to the other ranks (`BroadcastRollout`);
+rank 0 alone computes the rewards and broadcasts them (`rank_zero_rewards`: a code reward runs
+programs once, and every rank sees the same advantages). From there each rank computes
+advantages and old log-probs for its rows and trains them (`ProcessGroup`, data_parallel.py).
+
+Placement: on GPUs (`trainer.gpus_per_node` > 0) a training rank and a rollout worker each ask
+for half a GPU, so with the defaults they share the GPUs as the paper's colocated set-up does;
+on CPUs each actor asks for a small CPU fraction so a 2-core test machine can hold them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from toolrl.config import Config, from_dict
+from toolrl.rollout.agent_loop import LoopSettings
+from toolrl.types import Trajectory
+
+CPU_SHARE = 0.01
+"""CPUs a CPU-run actor reserves: placement only; the processes share the cores."""
+
+
+@dataclasses.dataclass
+class Placement:
+    """How many of each worker, and what each asks Ray for."""
+
+    world_size: int
+    rollout_workers: int
+    sandbox_workers: int
+    backend: str  # torch.distributed backend: gloo or nccl
+    actor_options: dict[str, Any]
+
+
+def placement_of(config: Config) -> Placement:
+    """The run's layout from `trainer.nodes`, `gpus_per_node`, `ranks_per_node` and `rollout.*`."""
+    t, ro = config.trainer, config.rollout
+    gpus = t.gpus_per_node > 0
+    per_node = t.ranks_per_node or (t.gpus_per_node if gpus else 1)
+    world = t.nodes * per_node
+    options = {"num_gpus": 0.5, "num_cpus": 1} if gpus else {"num_cpus": CPU_SHARE}
+    return Placement(
+        world_size=world,
+        rollout_workers=ro.num_workers or world,
+        sandbox_workers=ro.sandbox_workers,
+        backend="nccl" if gpus else "gloo",
+        actor_options=options,
+    )
+
+
+class TrainRank:
+    """One training process (the body of a Ray actor): joins the process group, then runs."""
+
+    def __init__(self, rank: int, world_size: int, backend: str):
+        self.rank, self.world_size, self.backend = rank, world_size, backend
+
+    def address(self) -> tuple[str, int]:
+        """This node's address and a free port: rank 0's are the group's rendezvous."""
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def join(self, host: str, port: int) -> int:
+        import torch
+        import torch.distributed as dist
+
+        if self.backend == "nccl":
+            torch.cuda.set_device(0)  # Ray exposes this actor's GPU as device 0
+        else:
+            torch.set_num_threads(1)
+        dist.init_process_group(
+            self.backend,
+            init_method=f"tcp://{host}:{port}",
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        return self.rank
+
+    def run(self, fn: Callable, *args):
+        """`fn(*args)` in this rank's process (tests and benchmarks use it)."""
+        return fn(*args)
+
+    def fit(self, config: dict, rollout_spec: dict, reward_fn, tools, resume: bool) -> str:
+        from toolrl.distributed.data_parallel import ProcessGroup
+        from toolrl.trainers.rl_setup import default_reward_fn, fit
+
+        cfg = from_dict(config, source="ray training rank")
+        parallel = ProcessGroup(sharded_model=self.backend == "nccl")
+        reward = rank_zero_rewards(reward_fn or default_reward_fn(cfg), parallel.rank)
+        make_rollout = broadcast_rollout(rollout_spec, parallel.rank, tools)
+        device = "cuda" if self.backend == "nccl" else "cpu"
+        run_dir = fit(
+            cfg, resume=resume, tools=tools, reward_fn=reward, device=device,
+            make_rollout=make_rollout, parallel=parallel,
+        )  # fmt: skip
+        return str(run_dir)
+
+
+class BroadcastRollout:
+    """Rank 0 rolls out through `provider` and broadcasts the trajectories to every rank.
+
+    Every rank calls `run` (the step does); each first reads its model's full weights (a
+    collective under FSDP2), which rank 0 then sends to the rollout workers.
+    """
+
+    def __init__(self, provider, model, settings: LoopSettings, tools: list | None = None):
+        self.provider = provider  # None on ranks other than 0
+        self.model = model
+        self.settings = settings
+        self.tools = {tool.name: tool for tool in tools or []}  # for validation on rank 0
+        self.version = 0
+
+    def run(self, samples, n: int = 1) -> list[Trajectory]:
+        import torch.distributed as dist
+
+        from toolrl.distributed.data_parallel import full_state_dict
+
+        state = full_state_dict(self.model)
+        box: list = [None]
+        if self.provider is not None:
+            self.provider.settings = self.settings
+            self.provider.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
+            box[0] = self.provider.run(samples, n)
+        self.version += 1
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @property
+    def engine(self):
+        """The rollout workers as one engine, holding the current weights (validation, which
+        runs on rank 0 alone: with an FSDP2-sharded model it would need every rank)."""
+        state = self.model.state_dict()
+        if any(hasattr(v, "full_tensor") for v in state.values()):
+            raise NotImplementedError(
+                "validation during a sharded (GPU) Ray run is not supported yet: set "
+                "trainer.val_every=0 and evaluate checkpoints with `toolrl eval`"
+            )
+        self.provider.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
+        return self.provider.engine
+
+
+def broadcast_rollout(spec: dict, rank: int, tools: list | None):
+    """`make_rollout` for `build_rl_trainer`: a `RayRollout` over new workers on rank 0
+    (`tools`: what validation on rank 0 calls; the workers build their own)."""
+
+    def make(model, tokenizer, settings):
+        from toolrl.distributed.rollout import RayRollout
+        from toolrl.trainers.rl_setup import default_tools
+
+        if rank != 0:
+            return BroadcastRollout(None, model, settings)
+        provider = RayRollout(start_rollout_worker(spec), spec["num_workers"], settings)
+        config = from_dict(spec["config"], source="ray training rank")
+        return BroadcastRollout(
+            provider, model, settings, tools if tools is not None else default_tools(config)
+        )
+
+    return make
+
+
+def start_rollout_worker(spec: dict) -> Callable[[], Any]:
+    """A function that starts one rollout worker actor as `spec` describes."""
+
+    def start():
+        import ray
+
+        from toolrl.distributed.rollout import RolloutWorker
+
+        actor = ray.remote(RolloutWorker).options(
+            scheduling_strategy="SPREAD", **spec["actor_options"]
+        )
+        return actor.remote(spec["config"], spec["tools_factory"])
+
+    return start
+
+
+def rank_zero_rewards(reward_fn, rank: int):
+    """Score on rank 0, then give every rank the same rewards (broadcast)."""
+
+    def score(trajectories: list[Trajectory]) -> None:
+        import torch.distributed as dist
+
+        box: list = [None]
+        if rank == 0:
+            reward_fn(trajectories)
+            box[0] = [(t.reward, t.reward_info) for t in trajectories]
+        dist.broadcast_object_list(box, src=0)
+        for t, (reward, info) in zip(trajectories, box[0], strict=True):
+            t.reward, t.reward_info = reward, info
+
+    return score
+
+
+def start_ranks(placement: Placement) -> list:
+    """The training ranks as Ray actors, joined into one process group."""
+    import ray
+
+    actor = ray.remote(TrainRank).options(**placement.actor_options)
+    ranks = [
+        actor.remote(r, placement.world_size, placement.backend)
+        for r in range(placement.world_size)
+    ]
+    host, port = ray.get(ranks[0].address.remote())
+    ray.get([r.join.remote(host, port) for r in ranks])
+    return ranks
+
+
+def tools_factory_of(config: Config, placement: Placement, tools) -> Callable[[], list] | None:
+    """What a rollout worker calls to build its tools: given tools, a sandbox pool, or None
+    (the worker's own code interpreter)."""
+    if tools is not None:
+        return lambda: tools
+    if not placement.sandbox_workers:
+        return None
+    from toolrl.distributed.sandbox import PooledTool
+    from toolrl.tools.code_interpreter import CodeInterpreter
+
+    rollout = config.rollout
+    pool = PooledTool.start(
+        lambda: CodeInterpreter.from_config(rollout),
+        placement.sandbox_workers,
+        max_concurrency=rollout.max_concurrent_tools,
+        num_cpus=CPU_SHARE,
+        scheduling_strategy="SPREAD",
+    )
+    return lambda: [pool]
+
+
+def fit_ray(config: Config, *, resume: bool = False, tools=None, reward_fn=None) -> Path:
+    """Run (or resume) an RL run on the Ray cluster this process reaches (`ray start` on each
+    machine first; with none running, a local one starts); returns its run directory."""
+    import ray
+
+    from toolrl.trainers.model_io import resolve_model_path
+    from toolrl.trainers.rl_setup import run_dir_of
+
+    if not ray.is_initialized():
+        ray.init()
+    # Resolved once here (`tiny` is written into the run directory), not raced by every actor.
+    # On several machines the run directory must be on a file system they share.
+    path = str(resolve_model_path(config.model.path, run_dir_of(config)).resolve())
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=path))
+    placement = placement_of(config)
+    spec = {
+        "config": config.to_dict(),
+        "num_workers": placement.rollout_workers,
+        "actor_options": placement.actor_options,
+        "tools_factory": tools_factory_of(config, placement, tools),
+    }
+    ranks = start_ranks(placement)
+    try:
+        args = (config.to_dict(), spec, reward_fn, tools, resume)
+        run_dirs = ray.get([r.fit.remote(*args) for r in ranks])
+    finally:
+        for r in ranks:
+            ray.kill(r)
+    return Path(run_dirs[0])

@@ -1,0 +1,253 @@
+"""vLLM as a rollout engine: token ids in, token ids and sampled-token log-probs out (GPU extra).
+
+`pip install toolrl[vllm]`; vLLM is imported only when an engine is built. Each
+`GenerationRequest` becomes a `TokensPrompt` and its own `SamplingParams` (temperature, top-p,
+top-k, stop token ids, a per-request `seed`, `logprobs=0`: the sampled token's log-prob only,
+`ignore_eos`: only the request's stop tokens end it, as with the HF engine; `detokenize=False`:
+the agent loop decodes what it needs itself).
+
+Which log-probs come back. The contract (base.py) is log π(token) under log_softmax(logits / T)
+before top-p / top-k truncation. vLLM's `logprobs_mode` offers `raw_logprobs` (log_softmax of
+the logits before temperature, penalties and truncation) and `processed_logprobs` (after
+temperature AND after top-k / top-p masking, renormalised over the kept tokens); neither is the
+contract's quantity in general. This engine uses `processed_logprobs`, which equals it exactly
+when there is no truncation (top_p = 1, top_k = 0: the paper's training rollouts) at any
+temperature; `raw_logprobs` would be exact only at T = 1. With truncation (validation: top-p
+0.6), the reported log-prob of a token is higher by −log(mass kept). The trainer never uses
+these numbers for the loss (it recomputes the old policy's log-probs), so this affects only
+what is recorded. `exact_logprobs(request)` says which case a request is.
+
+Weights. `load_weights(named_tensors)` calls, in each vLLM worker, the model's own
+`load_weights` (HF parameter names) through `collective_rpc` and the worker extension below,
+then resets the prefix cache (cached KV blocks of the old weights must not be reused). In one
+process on one GPU, `VLLMRollout` wakes the engine, loads the trainer's weights, rolls out and
+puts the engine back to sleep (`enable_sleep_mode`), so the update has the GPU memory.
+
+Not verified in this repository's CI (no GPU, vLLM not installed): the tests of this module
+run the request translation against a fake `LLM`; the `gpu`-marked tests run the real engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
+
+WEIGHT_BUCKET_BYTES = 256 << 20
+"""Weights travel to the vLLM workers in buckets of about this many bytes."""
+
+
+class VLLMEngine:
+    """An `Engine` over a `vllm.LLM` (built by `from_path`, or any object with its methods)."""
+
+    def __init__(self, llm, *, sampling_params_cls=None, tokens_prompt_cls=None):
+        self.llm = llm
+        if sampling_params_cls is None or tokens_prompt_cls is None:
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            sampling_params_cls, tokens_prompt_cls = SamplingParams, TokensPrompt
+        self._params_cls = sampling_params_cls
+        self._prompt_cls = tokens_prompt_cls
+        self.asleep = False
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str,
+        *,
+        dtype: str = "bfloat16",
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.4,
+        **llm_kwargs,
+    ) -> VLLMEngine:
+        """Start vLLM on the local checkpoint `path`, ready for sleep mode and weight updates.
+
+        `gpu_memory_utilization` defaults to 0.4 because the engine shares its GPU with a
+        training process; `llm_kwargs` go to `vllm.LLM` unchanged (e.g. max_model_len).
+        """
+        from vllm import LLM
+
+        llm = LLM(
+            model=str(path),
+            dtype=dtype,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_sleep_mode=True,
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls=f"{__name__}.WeightSyncExtension",
+            **llm_kwargs,
+        )
+        return cls(llm)
+
+    @classmethod
+    def from_config(cls, config, path) -> VLLMEngine:
+        """The engine a Config asks for (`model.dtype`, `trainer.seed`)."""
+        if config.model.lora_rank > 0:
+            raise ValueError(
+                "rollout.engine=vllm does not take LoRA adapters from the trainer yet: "
+                "set model.lora_rank=0 or use rollout.engine=hf"
+            )
+        return cls.from_path(path, dtype=config.model.dtype, seed=config.trainer.seed)
+
+    def sampling_params(self, request: GenerationRequest):
+        """vLLM's SamplingParams for one request (see the module docstring for each choice)."""
+        return self._params_cls(
+            n=1,
+            max_tokens=request.max_new_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k if request.top_k > 0 else 0,
+            seed=request.seed,
+            stop_token_ids=list(request.stop_token_ids),
+            ignore_eos=True,
+            logprobs=0,
+            detokenize=False,
+            skip_special_tokens=False,
+        )
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Generate for every request in one vLLM call; results in request order."""
+        if not requests:
+            return []
+        if self.asleep:
+            raise RuntimeError("the vLLM engine is asleep: call wake_up() before generating")
+        for i, request in enumerate(requests):
+            if not request.prompt_ids:
+                raise ValueError(f"generation request {i} has no prompt tokens")
+        prompts = [self._prompt_cls(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [self.sampling_params(r) for r in requests]
+        outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        return [to_result(out, req) for out, req in zip(outputs, requests, strict=True)]
+
+    @staticmethod
+    def exact_logprobs(request: GenerationRequest) -> bool:
+        """Whether the reported log-probs are exactly log_softmax(logits / T) (no truncation)."""
+        return request.top_p >= 1.0 and request.top_k <= 0
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> int:
+        """Copy the trainer's weights (HF names) into every vLLM worker; returns how many."""
+        count = 0
+        for bucket in weight_buckets(named_tensors, WEIGHT_BUCKET_BYTES):
+            self.llm.collective_rpc("toolrl_load_weights", args=(bucket,))
+            count += len(bucket)
+        self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+        return count
+
+    def sleep(self, level: int = 1) -> None:
+        """Free the GPU for training: KV cache dropped, weights offloaded (level 1) or dropped
+        (level 2; `load_weights` must then restore all of them)."""
+        self.llm.sleep(level=level)
+        self.asleep = True
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Re-allocate `tags` ("weights", "kv_cache"; None = both)."""
+        self.llm.wake_up(tags=tags)
+        self.asleep = tags is not None and "kv_cache" not in tags
+
+
+def to_result(output, request: GenerationRequest) -> GenerationResult:
+    """One vLLM `RequestOutput` as a GenerationResult (ids, sampled-token log-probs, reason).
+
+    vLLM may leave a special stop token out of `token_ids` (it reports it as `stop_reason`);
+    the contract includes it, so it is put back, with its log-prob when vLLM reported one.
+    """
+    completion = output.outputs[0]
+    tokens = [int(t) for t in completion.token_ids]
+    steps = list(completion.logprobs or [])
+    if len(steps) < len(tokens):
+        raise RuntimeError(
+            f"vLLM returned {len(tokens)} tokens but {len(steps)} log-probs: "
+            "was the engine started with logprobs disabled (max_logprobs=0)?"
+        )
+    logprobs = [float(steps[i][token].logprob) for i, token in enumerate(tokens)]
+    reason = completion.finish_reason
+    if reason == "stop":
+        stop = completion.stop_reason
+        if (not tokens or tokens[-1] not in request.stop_token_ids) and isinstance(stop, int):
+            tokens.append(stop)
+            extra = steps[len(logprobs)] if len(steps) > len(logprobs) else {}
+            logprobs.append(float(extra[stop].logprob) if stop in extra else math.nan)
+        return GenerationResult(tokens, [0.0 if math.isnan(x) else x for x in logprobs], "stop")
+    if reason == "length":
+        return GenerationResult(tokens, logprobs, "length")
+    raise RuntimeError(f"vLLM finished a request with {reason!r} (expected stop or length)")
+
+
+def weight_buckets(named_tensors: Iterable[tuple[str, Any]], max_bytes: int):
+    """Consecutive lists of (name, tensor) of at most about `max_bytes` each."""
+    bucket, size = [], 0
+    for name, tensor in named_tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > max_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor.detach()))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+class WeightSyncExtension:
+    """Mixed into each vLLM GPU worker (`worker_extension_cls`): load named tensors into the
+    model with the model's own `load_weights`, which maps HF names (fused q/k/v, gate/up)."""
+
+    def toolrl_load_weights(self, weights: list[tuple[str, Any]]) -> int:
+        model = self.model_runner.model
+        device = next(model.parameters()).device
+        model.load_weights(weights=[(name, t.to(device)) for name, t in weights])
+        return len(weights)
+
+
+class VLLMRollout:
+    """A rollout provider for one process on one GPU, sharing it with training.
+
+    The agent loop generates through this object: before the first generation after a policy
+    update, the sleeping engine wakes (weights first), takes the trainer's current weights,
+    then re-allocates its KV cache; after each rollout it sleeps again, so the update has the
+    GPU memory. Validation generates through `engine` (this object) the same way.
+    """
+
+    def __init__(self, loop, model):
+        self.loop = loop
+        self.model = model
+        self.vllm: VLLMEngine = loop.engine
+        self.stale = True  # the engine does not hold the trainer's weights yet
+        loop.engine = self
+
+    @property
+    def engine(self) -> VLLMRollout:
+        return self
+
+    @property
+    def settings(self):
+        return self.loop.settings
+
+    @property
+    def tools(self):
+        return self.loop.tools
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.refresh()
+        return self.vllm.generate(requests)
+
+    def refresh(self) -> None:
+        """Wake the engine and give it the current weights if an update may have changed them."""
+        asleep = self.vllm.asleep
+        if asleep:
+            self.vllm.wake_up(tags=["weights"])
+        if self.stale:
+            self.vllm.load_weights(self.model.state_dict().items())
+            self.stale = False
+        if asleep:
+            self.vllm.wake_up(tags=["kv_cache"])
+
+    def run(self, samples, n: int = 1):
+        """The loop's rollout; then the engine sleeps and counts as stale (training follows)."""
+        try:
+            return self.loop.run(samples, n)
+        finally:
+            self.vllm.sleep()
+            self.stale = True
