@@ -69,8 +69,9 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: Literal["hf", "vllm", "openai"] = "vllm"
-    """Generation backend: `hf` (transformers, CPU or GPU), `vllm` (GPU extra), `openai` (a server)."""
+    engine: Literal["hf", "vllm", "openai"] = "hf"
+    """Generation backend: `hf` (transformers, CPU or GPU; works everywhere, so the default),
+    `vllm` (GPU extra; the paper's recipes set it), `openai` (a server)."""
     n: int = 16
     """Rollouts per prompt: the GRPO group size."""
     temperature: float = 1.0
