@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from toolrl.chat import encode, end_of_turn_token, render
+from toolrl.chat import encode, end_of_turn_token
 from toolrl.config import RolloutConfig
 from toolrl.models.tiny import write_tiny
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
@@ -115,24 +115,22 @@ class SlowTool:
         return ToolResult("1234", "success", self.delay_s)
 
 
-def run_loop(engine, tokenizer, tool, samples) -> tuple[float, int, int]:
+def run_loop(engine, tokenizer, tool, samples) -> tuple[float, list]:
     agent = AgentLoop(
         engine, tokenizer, [tool], LoopSettings(max_response_length=4096, max_turns=16)
     )
     start = time.perf_counter()
     trajectories = agent.run(samples)
-    wall = time.perf_counter() - start
-    sampled = sum(sum(t.loss_mask) for t in trajectories)
-    calls = sum(t.num_tool_calls for t in trajectories)
-    return wall, sampled, calls
+    return time.perf_counter() - start, trajectories
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trajectories", type=int, default=16)
     parser.add_argument("--turns", type=int, default=3, help="tool calls per trajectory")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_tiny(Path(tmp) / "tiny", seed=0)
         inner = HFEngine.from_path(str(model_dir))
@@ -145,31 +143,29 @@ def main() -> None:
     sandbox_tool = CodeInterpreter.from_config(RolloutConfig())
     run_loop(engine, tokenizer, sandbox_tool, samples[:2])  # warm up the sandbox and the engine
 
-    sandbox_wall, sampled, calls = run_loop(engine, tokenizer, sandbox_tool, samples)
-    slow_wall, slow_sampled, _ = run_loop(
+    sandbox_wall, trajectories = run_loop(engine, tokenizer, sandbox_tool, samples)
+    slow_wall, slow_trajectories = run_loop(
         engine, tokenizer, SlowTool(sandbox_tool.schema, 0.2), samples
     )
-    per_trajectory = sampled // len(samples)
-    prompts = [
-        encode(
-            tokenizer,
-            render(tokenizer, s.messages, [sandbox_tool.schema], add_generation_prompt=True),
-        )
-        for s in samples
-    ]
+    # Plain generation: each trajectory's prompt, and exactly as many sampled tokens as the
+    # loop sampled for it (trajectories differ in length in both runs).
     requests = [
-        GenerationRequest(p, per_trajectory, stop_token_ids=(), seed=i)
-        for i, p in enumerate(prompts)
+        GenerationRequest(t.prompt_ids, sum(t.loss_mask), stop_token_ids=(), seed=i)
+        for i, t in enumerate(trajectories)
     ]
     start = time.perf_counter()
     inner.generate(requests)
     plain_wall = time.perf_counter() - start
-    plain_tokens = per_trajectory * len(samples)
+    sampled = sum(sum(t.loss_mask) for t in trajectories)
+    slow_sampled = sum(sum(t.loss_mask) for t in slow_trajectories)
+    calls = sum(t.num_tool_calls for t in trajectories)
+    per_trajectory = sampled // len(samples)
+    plain_tokens = sampled
     sandbox_tool.sandbox.close()
 
     lockstep_bound = sandbox_wall + args.turns * 0.2
     print(
-        f"\n{len(samples)} trajectories x {args.turns} tool turns + answer, {per_trajectory} sampled tokens each, tiny Qwen3, CPU"
+        f"\n{len(samples)} trajectories x {args.turns} tool turns + answer, {per_trajectory} sampled tokens each on average, tiny Qwen3, CPU"
     )
     print(f"{'':28}{'wall (s)':>10}{'tokens/s':>10}")
     print(f"{'plain generation':28}{plain_wall:>10.2f}{plain_tokens / plain_wall:>10.0f}")

@@ -102,13 +102,14 @@ class Both:
         self.worst = max(self.worst, (want - got).abs().max().item())
 
     def keep(self, rows: list[int]) -> None:
-        index = torch.tensor(rows)
-        self.hf, self.kv = self.hf.select(index), self.kv.select(index)
-        self.positions = self.positions[index]
+        order = torch.tensor(self.kv.keep(rows))  # rows may move into freed slots
+        assert sorted(order.tolist()) == rows
+        self.hf = self.hf.gather(order)
+        self.positions = self.positions[order]
 
     def admit(self, prompts: list[list[int]]) -> None:
         hf, kv, positions, worst = self.prefill(prompts)
-        self.hf, self.kv = _HFCache.merge(self.hf, hf), KVCache.merge(self.kv, kv)
+        self.hf, self.kv = self.hf.append(hf), self.kv.append(kv)
         self.positions = torch.cat([self.positions, positions])
         self.worst = max(self.worst, worst)
 
@@ -122,8 +123,8 @@ def poisoned_allocations(monkeypatch):
     """Fill new cache memory with NaN: a column read before it is written shows up as NaN."""
     allocate = KVCache.allocate.__func__
 
-    def poisoned(cls, like, rows, width):
-        cache = allocate(cls, like, rows, width)
+    def poisoned(cls, like, rows, width, capacity=0):
+        cache = allocate(cls, like, rows, width, capacity)
         cache.data.fill_(float("nan"))
         return cache
 
@@ -144,8 +145,10 @@ def test_logits_match_hf_through_drops_admissions_and_growth(make_model, poisone
     both.admit(random_prompts([30, 2], g))  # wider than the running batch's cache
     for _ in range(5):
         both.step(g)
-    both.keep([4, 2])  # reordered, and only rows whose padding can be dropped
-    both.admit(random_prompts([5], g))  # narrower than the running batch's cache
+    both.keep([2, 4])  # row 4 moves into slot 0; columns only they padded go
+    both.admit(random_prompts([5], g))  # narrower than the running batch: into a spare row
+    both.keep([0, 2])
+    both.admit(random_prompts([40, 3], g))  # wider than the batch: columns grow to the left
     for _ in range(GROWTH + 10):  # past the cache's first capacity: it grows
         both.step(g)
     assert both.worst < TOLERANCE

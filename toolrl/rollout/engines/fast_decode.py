@@ -56,36 +56,50 @@ def supports(model) -> bool:
 class KVCache:
     """Keys and values of a batch of left-padded rows, written in place.
 
+    Rows [0, rows) are in use (the batch); later rows are spare room for requests that join.
     Columns [start, end) are in use; all rows write column `end` next. `valid[b, c]` is True
-    where column c holds one of row b's tokens (False: left padding).
+    where column c holds one of row b's tokens (False: padding). For rows in use, columns
+    outside [start, end) are never valid, and columns inside hold finite numbers (padding's
+    attention weight is 0, but 0 · NaN is NaN).
+
+    A finished row's slot is refilled by moving the last row into it (`keep`), and new rows go
+    into spare slots right-aligned at `end` (`append`): neither copies the whole cache unless
+    it must grow.
     """
 
-    data: Tensor  # [layers, 2 (k, v), B, kv_heads, capacity, head_dim]
-    valid: Tensor  # [B, capacity] bool
+    data: Tensor  # [layers, 2 (k, v), row capacity, kv_heads, column capacity, head_dim]
+    valid: Tensor  # [row capacity, column capacity] bool
+    rows: int
     start: int
     end: int
 
     def __len__(self) -> int:
-        return self.data.shape[2]
+        return self.rows
 
     @classmethod
-    def allocate(cls, like: Tensor, rows: int, width: int) -> KVCache:
-        """Room for `width` used columns and GROWTH more, uninitialised: the caller writes
-        columns [0, width), and a column past `end` is always written before it is read."""
+    def allocate(cls, like: Tensor, rows: int, width: int, capacity: int = 0) -> KVCache:
+        """Room for `rows` rows (`capacity` if larger) and `width` used columns plus GROWTH,
+        uninitialised: the caller writes columns [0, width) of the rows in use, and a column
+        past `end` is always written before it is read."""
         layers, kv, _, heads, _, dim = like.shape
-        data = like.new_empty(layers, kv, rows, heads, width + GROWTH, dim)
-        valid = torch.zeros(rows, width + GROWTH, dtype=torch.bool, device=like.device)
-        return cls(data, valid, 0, width)
+        slots = max(rows, capacity)
+        data = like.new_empty(layers, kv, slots, heads, width + GROWTH, dim)
+        valid = torch.zeros(slots, width + GROWTH, dtype=torch.bool, device=like.device)
+        return cls(data, valid, rows, 0, width)
+
+    def layer(self, index: int) -> Tensor:
+        """Layer `index`'s keys and values of the rows in use, [2, rows, kv_heads, C, head_dim]."""
+        return self.data[index, :, : self.rows]
 
     def reserve(self) -> None:
         """Make room for one more column (moving the used columns to the front if needed)."""
         if self.end < self.data.shape[4]:
             return
-        grown = KVCache.allocate(self.data, len(self), self.end - self.start)
-        grown.copy_rows(self, slice(None))
+        grown = KVCache.allocate(self.data, self.rows, self.end - self.start, self.data.shape[2])
+        grown.copy_rows(self, slice(0, self.rows), slice(0, self.rows))
         self.data, self.valid, self.start, self.end = grown.data, grown.valid, 0, grown.end
 
-    def copy_rows(self, source: KVCache, rows: slice, source_rows=slice(None), first=None) -> None:
+    def copy_rows(self, source: KVCache, rows, source_rows, first: int | None = None) -> None:
         """Write `source_rows` of `source`, columns [first (default: its start), its end), into
         `rows`, right-aligned at this cache's `end`."""
         used = slice(source.start if first is None else first, source.end)
@@ -98,23 +112,55 @@ class KVCache:
         columns = self.valid[index, self.start : self.end].nonzero().squeeze(-1) + self.start
         return self.data[:, :, index].index_select(3, columns)
 
-    def select(self, rows: Tensor) -> KVCache:
-        """Only `rows`, dropping leading columns that are now padding in every row."""
+    def gather(self, rows: Tensor) -> KVCache:
+        """A new cache of `rows` (repeats allowed), without columns that are padding in all."""
         valid = self.valid[rows, self.start : self.end]
         first = self.start + int(valid.any(0).long().argmax())
         out = KVCache.allocate(self.data, len(rows), self.end - first)
         out.copy_rows(self, slice(None), rows, first)
         return out
 
-    @staticmethod
-    def merge(a: KVCache, b: KVCache) -> KVCache:
-        """One cache from two: both right-aligned to the wider one's width, rows of a then b."""
-        out = KVCache.allocate(a.data, len(a) + len(b), max(a.end - a.start, b.end - b.start))
-        # Left padding must be finite: its attention weight is 0, but 0 · NaN is NaN.
-        out.data[:, :, :, :, : out.end].zero_()
-        out.copy_rows(a, slice(0, len(a)))
-        out.copy_rows(b, slice(len(a), None))
-        return out
+    def keep(self, rows: list[int]) -> list[int]:
+        """Keep only `rows` (ascending), in place: each freed slot below the new row count takes
+        one of the surviving rows above it. Returns the old index of each new row."""
+        count, survivors = len(rows), set(rows)
+        holes = [i for i in range(count) if i not in survivors]
+        movers = [r for r in rows if r >= count]
+        if holes:
+            to = torch.tensor(holes, device=self.data.device)
+            source = torch.tensor(movers, device=self.data.device)
+            used = slice(self.start, self.end)
+            self.data[:, :, to, :, used] = self.data[:, :, source, :, used]
+            self.valid[to] = self.valid[source]
+        order = list(range(count))
+        for hole, mover in zip(holes, movers, strict=True):
+            order[hole] = mover
+        self.rows = count
+        if count:  # leading columns no remaining row attends to are no longer in use
+            in_use = self.valid[:count, self.start : self.end].any(0)
+            self.start += int(in_use.long().argmax())
+        return order
+
+    def append(self, other: KVCache) -> KVCache:
+        """This cache with `other`'s rows after its own: in place when there are spare rows and
+        columns enough, otherwise a new, larger cache."""
+        width = other.end - other.start
+        rows = slice(self.rows, self.rows + other.rows)
+        if rows.stop > self.data.shape[2] or width > self.end:
+            out = KVCache.allocate(
+                self.data, rows.stop, max(self.end - self.start, width), 2 * rows.stop
+            )
+            out.data[:, :, : out.rows, :, : out.end].zero_()
+            out.copy_rows(self, slice(0, self.rows), slice(0, self.rows))
+            out.copy_rows(other, rows, slice(0, other.rows))
+            return out
+        start = min(self.start, self.end - width)
+        self.data[:, :, : rows.stop, :, start : self.start].zero_()
+        self.data[:, :, rows, :, self.start : self.end - width].zero_()
+        self.valid[rows] = False
+        self.copy_rows(other, rows, slice(0, other.rows))
+        self.rows, self.start = rows.stop, start
+        return self
 
 
 @dataclass
@@ -225,7 +271,7 @@ class FastDecoder:
         lengths = torch.tensor([p.shape[3] for p in prefixes], device=device)
         width, span = int(lengths.max()), max(len(s) for s in suffixes)
         cache = KVCache.allocate(self._template(), rows, width + span)
-        cache.data[:, :, :, :, :width].zero_()  # left padding must be finite (see `merge`)
+        cache.data[:, :, :, :, :width].zero_()  # padding must be finite (see `KVCache`)
         ids = torch.full((rows, span), pad_token_id, dtype=torch.long)
         for row, (prefix, suffix) in enumerate(zip(prefixes, suffixes, strict=True)):
             cache.data[:, :, row, :, width - prefix.shape[3] : width] = prefix
@@ -245,9 +291,9 @@ class FastDecoder:
         """One token per row [B] at `positions` [B] → next-token logits [B, V]; extends `cache`."""
         cache.reserve()
         column = cache.end
-        cache.valid[:, column] = True
+        cache.valid[: cache.rows, column] = True
         cache.end += 1
-        mask = cache.valid[:, None, None, cache.start : cache.end]
+        mask = cache.valid[: cache.rows, None, None, cache.start : cache.end]
         return self._forward(
             tokens[:, None], positions[:, None], cache, slice(column, column + 1), mask
         )
@@ -258,7 +304,7 @@ class FastDecoder:
         x = F.embedding(ids, base.embed_tokens.weight)
         cos, sin = self._rope(positions, x)
         for index, layer in enumerate(self._layers):
-            x = self._layer(layer, x, cos, sin, cache.data[index], cache, columns, mask)
+            x = self._layer(layer, x, cos, sin, cache.layer(index), cache, columns, mask)
         last = _rms_norm(x[:, -1], base.norm.weight, self.eps)
         return F.linear(last, self.model.lm_head.weight).float()
 

@@ -49,24 +49,21 @@ class _Running:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def select(self, rows: list[int]) -> _Running:
-        """Only `rows` (the cache drops columns that became padding in every row)."""
-        index = torch.tensor(rows, device=self.logits.device)
-        return _Running(
-            cache=self.cache.select(index),
-            next_position=self.next_position[index],
-            logits=self.logits[index],
-            keys=[self.keys[r] for r in rows],
-            requests=[self.requests[r] for r in rows],
-            generators=[self.generators[r] for r in rows],
-            tokens=[self.tokens[r] for r in rows],
-            logprobs=[self.logprobs[r] for r in rows],
-        )
+    def keep(self, rows: list[int]) -> list[int]:
+        """Keep only `rows` (ascending), in place; returns the old index of each new row (the
+        cache may move rows into freed slots)."""
+        order = self.cache.keep(rows)
+        index = torch.tensor(order, device=self.logits.device)
+        self.next_position, self.logits = self.next_position[index], self.logits[index]
+        for name in ("keys", "requests", "generators", "tokens", "logprobs"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in order])
+        return order
 
-    def merge(self, other: _Running) -> _Running:
+    def append(self, other: _Running) -> _Running:
         """One batch: this one's rows, then `other`'s."""
         return _Running(
-            cache=type(self.cache).merge(self.cache, other.cache),
+            cache=self.cache.append(other.cache),
             next_position=torch.cat([self.next_position, other.next_position]),
             logits=torch.cat([self.logits, other.logits]),
             keys=self.keys + other.keys,
@@ -210,7 +207,7 @@ class HFEngine:
             (fresh if hit is None else cached).append((key, request, hit))
         for part in (self._prefill_fresh(fresh), self._prefill_cached(cached)):
             if part is not None:
-                batch = part if batch is None else batch.merge(part)
+                batch = part if batch is None else batch.append(part)
         return batch
 
     def _prefill_fresh(self, new: list) -> _Running | None:
@@ -229,7 +226,7 @@ class HFEngine:
             logits, cache = _HFCache.prefill(self.model, input_ids, mask, positions)
         rows = torch.tensor([row_of[tuple(r.prompt_ids)] for r in requests], device=self.device)
         if len(distinct) < len(requests):
-            cache = cache.select(rows)
+            cache = cache.gather(rows)
         return self._running(new, cache, positions[rows, -1] + 1, logits[rows])
 
     def _prefill_cached(self, new: list) -> _Running | None:
@@ -278,7 +275,7 @@ class HFEngine:
         if not keep:
             return None
         if len(keep) < len(batch):
-            batch, chosen = batch.select(keep), chosen[keep]
+            chosen = chosen[batch.keep(keep)]
         if self.fast is not None:
             batch.logits = self.fast.decode(chosen, batch.next_position, batch.cache)
         else:
@@ -336,8 +333,8 @@ class _HFCache:
         )
         return out.logits[:, -1].float()
 
-    def select(self, index: torch.Tensor) -> _HFCache:
-        """Keep only rows `index`, and drop columns that are now padding in every row."""
+    def gather(self, index: torch.Tensor) -> _HFCache:
+        """Only rows `index` (repeats allowed), without columns that are padding in every row."""
         self.cache.batch_select_indices(index)
         mask = self.attention_mask[index]
         first = int(mask.any(0).long().argmax())  # leading columns no remaining row attends to
@@ -347,10 +344,15 @@ class _HFCache:
             mask = mask[:, first:]
         return _HFCache(self.cache, mask)
 
-    @staticmethod
-    def merge(a: _HFCache, b: _HFCache) -> _HFCache:
+    def keep(self, rows: list[int]) -> list[int]:
+        """Keep only `rows`, in place, in their order; returns them (see `KVCache.keep`)."""
+        kept = self.gather(torch.tensor(rows, device=self.attention_mask.device))
+        self.cache, self.attention_mask = kept.cache, kept.attention_mask
+        return rows
+
+    def append(self, other: _HFCache) -> _HFCache:
         """One cache from two: caches and masks left-padded to the same width, then stacked."""
-        width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
+        width = max(self.attention_mask.shape[1], other.attention_mask.shape[1])
 
         def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
             missing = width - t.shape[-dim_from_end]
@@ -359,11 +361,11 @@ class _HFCache:
             spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
             return F.pad(t, spec)
 
-        for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
+        for la, lb in zip(self.cache.layers, other.cache.layers, strict=True):
             la.keys = torch.cat([pad(la.keys, 2), pad(lb.keys, 2)])
             la.values = torch.cat([pad(la.values, 2), pad(lb.values, 2)])
-        mask = torch.cat([pad(a.attention_mask, 1), pad(b.attention_mask, 1)])
-        return _HFCache(a.cache, mask)
+        mask = torch.cat([pad(self.attention_mask, 1), pad(other.attention_mask, 1)])
+        return _HFCache(self.cache, mask)
 
 
 def sample(
