@@ -257,11 +257,11 @@ class RLTrainer:
         With several ranks, `mini` is this rank's share: the normalisers are summed over ranks
         (so they count the whole mini-batch), and so are the gradients and the metrics.
         """
-        alg = self.config.algorithm
-        policy_loss = get_policy_loss(alg.policy_loss)
-        clip_c = alg.clip_ratio_c if alg.policy_loss == "ppo_clip" else None
-        num_tokens = self.parallel.all_sum(num_valid_tokens(mini.loss_mask))
-        num_seqs = self.parallel.all_sum(num_valid_seqs(mini.loss_mask))
+        norms = {
+            "global_num_tokens": self.parallel.all_sum(num_valid_tokens(mini.loss_mask)),
+            "global_num_seqs": self.parallel.all_sum(num_valid_seqs(mini.loss_mask)),
+            "norm_length": self.config.rollout.max_response_length,
+        }
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         micros = (
@@ -269,51 +269,60 @@ class RLTrainer:
         )
         for micro in micros:  # a rank with no rows in this mini-batch still joins the reductions
             part = mini.select(micro)
-            mask = part.loss_mask
             logprobs, entropy = token_logprobs(
                 self.model, part, temperature=self.config.rollout.temperature, with_entropy=True
             )
             if old_logprobs[micro].isnan().all():  # on-policy rows (see reference_logprobs)
                 old_logprobs[micro] = logprobs.detach()
-            norms = {
-                "global_num_tokens": num_tokens,
-                "global_num_seqs": num_seqs,
-                "norm_length": self.config.rollout.max_response_length,
-            }
-            loss, metrics = policy_loss(
+            ref = None if ref_logprobs is None else ref_logprobs[micro]
+            loss, stats = self.micro_batch_loss(
                 logprobs,
-                old_logprobs[micro],
+                entropy,
+                part.loss_mask,
                 advantages[micro],
-                mask,
-                clip_ratio_low=alg.clip_ratio_low,
-                clip_ratio_high=alg.clip_ratio_high,
-                clip_ratio_c=clip_c,
-                loss_agg_mode=alg.loss_agg_mode,
-                **norms,
+                old_logprobs[micro],
+                ref,
+                norms,
             )
-            pg_loss = loss.detach()
-            if ref_logprobs is not None and alg.kl_coef > 0:
-                kl = get_kl_estimator(alg.kl_estimator)(logprobs, ref_logprobs[micro])
-                kl_loss = agg_loss(kl, mask, alg.loss_agg_mode, **norms)
-                loss = loss + alg.kl_coef * kl_loss
-                totals["actor/kl_loss"] = totals.get("actor/kl_loss", 0.0) + float(kl_loss)
             loss.backward()
-            share = float(mask.sum() / num_tokens.clamp(min=1))  # token weight of this micro-batch
-            totals["actor/pg_loss"] = totals.get("actor/pg_loss", 0.0) + float(pg_loss)
-            totals["actor/entropy"] = (
-                totals.get("actor/entropy", 0.0)
-                + float(agg_loss(entropy, mask, "token-mean")) * share
-            )
-            for name in (
-                "pg_clipfrac",
-                "pg_clipfrac_lower",
-                "pg_clipfrac_ratio_high",
-                "pg_clipfrac_ratio_low",
-                "ppo_kl",
-            ):
-                totals[f"actor/{name}"] = (
-                    totals.get(f"actor/{name}", 0.0) + float(metrics[name]) * share
-                )
+            for name, value in stats.items():
+                totals[name] = totals.get(name, 0.0) + value
+        return self.optimizer_step(totals)
+
+    def micro_batch_loss(
+        self, logprobs, entropy, mask, advantages, old_logprobs, ref_logprobs, norms
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The micro-batch's part of the mini-batch loss (normalised by the mini-batch's global
+        counts, so the parts add up to it), and its metrics weighted by its share of tokens."""
+        alg = self.config.algorithm
+        clip_c = alg.clip_ratio_c if alg.policy_loss == "ppo_clip" else None
+        loss, metrics = get_policy_loss(alg.policy_loss)(
+            logprobs,
+            old_logprobs,
+            advantages,
+            mask,
+            clip_ratio_low=alg.clip_ratio_low,
+            clip_ratio_high=alg.clip_ratio_high,
+            clip_ratio_c=clip_c,
+            loss_agg_mode=alg.loss_agg_mode,
+            **norms,
+        )
+        share = float(mask.sum() / norms["global_num_tokens"].clamp(min=1))
+        stats = {
+            "actor/pg_loss": float(loss.detach()),
+            "actor/entropy": float(agg_loss(entropy, mask, "token-mean")) * share,
+        }
+        for name in CLIP_METRICS:
+            stats[f"actor/{name}"] = float(metrics[name]) * share
+        if ref_logprobs is not None and alg.kl_coef > 0:
+            kl = get_kl_estimator(alg.kl_estimator)(logprobs, ref_logprobs)
+            kl_loss = agg_loss(kl, mask, alg.loss_agg_mode, **norms)
+            loss = loss + alg.kl_coef * kl_loss
+            stats["actor/kl_loss"] = float(kl_loss)
+        return loss, stats
+
+    def optimizer_step(self, totals: dict[str, float]) -> dict[str, float]:
+        """Sum gradients and metrics over ranks, clip, and step (never with a non-finite norm)."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.parallel.reduce_gradients(trainable)
         totals = self.parallel.reduce_metrics(totals)
@@ -325,6 +334,16 @@ class RLTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals["actor/grad_norm"] = float(grad_norm)
         return totals
+
+
+CLIP_METRICS = (
+    "pg_clipfrac",
+    "pg_clipfrac_lower",
+    "pg_clipfrac_ratio_high",
+    "pg_clipfrac_ratio_low",
+    "ppo_kl",
+)
+"""The policy loss's metrics averaged over tokens into `actor/*`."""
 
 
 def drop_uniform_groups(
