@@ -42,7 +42,7 @@ system-deps:
 	  fi; \
 	fi
 
-# The main job: until the embedded demo exists, a real smoke run of what exists.
+# The main job: the embedded demo end to end (tasks, SFT, GRPO-TCR with the sandbox, evaluation).
 demo: install
 	$(BIN)/toolrl demo
 

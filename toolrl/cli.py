@@ -17,6 +17,7 @@ import sys
 # Order is the order shown by `toolrl --help`.
 COMMAND_MODULES = [
     "toolrl.commands.demo",
+    "toolrl.commands.experiments",
     "toolrl.commands.config",
     "toolrl.commands.model",
     "toolrl.commands.check_template",

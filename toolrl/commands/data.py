@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_filter(commands)
     _register_stats(commands)
     _register_convert(commands)
+    from toolrl.commands.tasks import register as register_tasks  # `data tasks`
+
+    register_tasks(commands)
 
 
 def _engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,9 +1,8 @@
-"""`toolrl demo`: the main job of the README.
+"""`toolrl demo`: the README's main job — the whole system, for real, in minutes on a CPU.
 
-Until the embedded end-to-end demo (data → SFT → GRPO-TCR → evaluation) lands, a real smoke
-run of the pieces that exist, each on real inputs: build the tiny model, prove its chat template
-token-exact, run a program in the sandbox, roll out the model with the sandboxed code
-interpreter, grade, and print the paper's recipe.
+Synthetic tasks → the tiny model → a scripted teacher's real trajectories through the sandbox →
+SFT → GRPO-TCR with the real sandbox → evaluation of base, SFT and RL on held-out tasks, with a
+before/after table and `<out>/report.html`. The stages are in `toolrl/demo/`.
 """
 
 from __future__ import annotations
@@ -12,109 +11,79 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the embedded demo end to end")
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the embedded demo end to end (data, SFT, RL, evaluation)",
+        description="Each stage is cached under --out; a second run redoes only RL and its "
+        "evaluation (--fresh starts over).",
+    )
     parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    parser.add_argument("--recipe", default="demystify_qwen3_4b", help="recipe to summarise")
-    parser.set_defaults(handler=run_demo)
+    parser.add_argument("--seed", type=int, default=0, help="seed of tasks, model, SFT and RL")
+    parser.add_argument("--fresh", action="store_true", help="ignore the cache, start over")
+    parser.add_argument(
+        "--fast", action="store_true", help="a small budget (the test suite's variant)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads (default 1: on 2 cores the sandbox needs the other one)",
+    )  # fmt: skip
+    parser.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE", help="SFT overrides")
+    parser.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="RL overrides")
+    parser.set_defaults(handler=run)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
+def run(args: argparse.Namespace) -> int:
+    import torch
     from rich.console import Console
 
+    from toolrl.demo.pipeline import DemoSettings, run_demo
+    from toolrl.demo.table import print_table
+
+    torch.set_num_threads(args.threads)
     console = Console()
-    out = Path(args.out)
-    started = time.perf_counter()
-    stages = [
-        ("tiny model", _build_model),
-        ("chat template", _check_template),
-        ("sandbox", _sandbox),
-        ("rollout + grading", _rollout),
-        ("paper recipe", lambda out, console: _recipe(args.recipe, console)),
-    ]
-    for name, stage in stages:
-        t0 = time.perf_counter()
-        console.rule(f"[bold]{name}")
-        if stage(out, console) is False:
-            console.print(f"[red]stage {name!r} failed")
-            return 1
-        console.print(f"[dim]{name}: {time.perf_counter() - t0:.1f}s")
-    console.print(
-        f"[bold green]demo finished in {time.perf_counter() - started:.1f}s; artefacts in {out}"
-    )
+    settings = fast_settings(args.out) if args.fast else DemoSettings(out=args.out)
+    settings.seed = args.seed
+    settings.sft_overrides += args.sft
+    settings.rl_overrides += args.rl
+    result = run_demo(settings, fresh=args.fresh, say=lambda line: _say(console, line))
+    print_table(result.stages, console)
+    _report(result.out, console)
     return 0
 
 
-def _build_model(out, console):
-    from toolrl.models.tiny import write_tiny
+def fast_settings(out: str):
+    """The test suite's budget: every stage runs, on a few tasks and steps (nothing learns)."""
+    from toolrl.demo.pipeline import DemoSettings
 
-    if not (out / "tiny" / "config.json").is_file():
-        write_tiny(out / "tiny", seed=0)
-    console.print(f"tokenizer + tiny Qwen3 checkpoint: {out / 'tiny'}")
-
-
-def _check_template(out, console):
-    from transformers import AutoTokenizer
-
-    from toolrl.template_check import check_template
-
-    report = check_template(AutoTokenizer.from_pretrained(out / "tiny"))
-    console.print(report.format())
-    return report.ok
-
-
-def _sandbox(out, console):
-    from toolrl.sandbox import Limits, Sandbox
-
-    hostile = "import os\ntry:\n    open('/etc/shadow').read(); print('read it')\nexcept OSError as e:\n    print('blocked:', type(e).__name__)\nprint(sum(range(10**6)))"
-    with Sandbox() as sandbox:
-        result = sandbox.run_sync(hostile, limits=Limits(timeout_s=5))
-    console.print(
-        f"isolation {result.isolation}: {result.status}, stdout {result.run_result.stdout.strip()!r}"
-    )
-    return result.status == "Success"
-
-
-def _rollout(out, console):
-    from toolrl.commands.rollout import load_rollout_stack
-    from toolrl.config import RewardConfig, RolloutConfig
-    from toolrl.data.io import write_jsonl
-    from toolrl.rewards import reward_batch
-    from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
-    from toolrl.rollout.records import trajectory_record
-    from toolrl.types import Sample
-
-    rollout = RolloutConfig(max_response_length=96, max_turns=3)
-    tokenizer, engine, tools, context = load_rollout_stack(str(out / "tiny"), rollout)
-    samples = [
-        Sample(f"q{i}", [{"role": "user", "content": f"What is {i} * 7?"}], "math", str(7 * i))
-        for i in range(4)
-    ]
-    settings = settings_from_config(rollout, max_context_length=context)
-    trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=2)
-    reward_batch(trajectories, RewardConfig(overlong_buffer=32), rollout.max_response_length)
-    write_jsonl(out / "rollouts.jsonl", [trajectory_record(t, tokenizer) for t in trajectories])
-    tools[0].sandbox.close()
-    stops = sorted({t.stop_reason for t in trajectories})
-    console.print(
-        f"{len(trajectories)} trajectories (untrained model: expect no correct answers), stop reasons "
-        f"{stops}, mean reward {sum(t.reward for t in trajectories) / len(trajectories):+.2f}; "
-        f"written to {out / 'rollouts.jsonl'}"
+    return DemoSettings(
+        out=out,
+        train_tasks=24,
+        test_tasks=12,
+        sft_overrides=["trainer.epochs=1", "data.train_batch_size=8"],
+        rl_overrides=[
+            "trainer.total_steps=2",
+            "data.train_batch_size=4",
+            "trainer.ppo_mini_batch_size=4",
+            "rollout.n=2",
+            "rollout.max_response_length=160",
+        ],
     )
 
 
-def _recipe(name, console):
-    from rich.table import Table
+def _say(console, line: str) -> None:
+    """Stage starts as rules, their timings and other lines dimmed (never read as markup)."""
+    from rich.markup import escape
 
-    from toolrl.config import load_config
+    if line.startswith("[stage] "):
+        console.rule(f"[bold]{escape(line[8:])}")
+    else:
+        console.print(f"[dim]{escape(line.removeprefix('[done] '))}")
 
-    config = load_config(name)
-    table = Table(title=f"Resolved recipe: {name}")
-    table.add_column("section.key")
-    table.add_column("value", justify="right")
-    for section in ("rollout", "algorithm", "reward"):
-        for key, value in getattr(config, section).__dict__.items():
-            table.add_row(f"{section}.{key}", str(value))
-    console.print(table)
+
+def _report(out, console) -> None:
+    try:
+        from toolrl.eval.report import write_report
+    except ImportError:
+        console.print("note: the HTML report (toolrl.eval.report) is not available in this build")
+        return
+    console.print(f"report: {write_report(out)}")

@@ -6,7 +6,8 @@ real Qwen3 checkpoint goes through. Built deterministically from a seed; nothing
 
 The tokenizer is byte-level (token id = byte value for the 256 byte tokens), so any UTF-8 text
 round-trips exactly, plus Qwen's special tokens and a few added tokens for strings the tool-use
-format repeats (fewer, shorter sequences help a tiny model learn on a CPU).
+format repeats, the template's fixed tool preamble, and digit groups (fewer, shorter sequences
+help a tiny model learn on a CPU; see the comments at the token lists).
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ ADDED_TOKENS = [
     "```",
     "print(",
 ]
+# Digits grouped in threes (then twos), as the GPT-4 and Llama 3 tokenizers do: copying a number
+# into a tool call or an answer takes a third of the steps, and a copying head can find its place
+# by content (a digit recurs inside a number, a 3-digit group rarely does). Matched
+# longest-first, so "48213" is "482" "13"; single digits stay bytes.
+NUMBER_TOKENS = [f"{i:03d}" for i in range(1000)] + [f"{i:02d}" for i in range(100)]
+# The fixed text the chat template writes around the tool list: one token each, so the system
+# block of a tool-use prompt costs a few tokens instead of ~500 bytes (see `tool_preamble_tokens`).
+TOOL_PREAMBLE = (
+    "# Tools\n<tools>\n",
+    '</tools>\nCall a tool as <tool_call>\n{"name": NAME, "arguments": ARGS}\n</tool_call>',
+)
 
 # A compact hermes template (Qwen2.5's structure with a shorter tool preamble): tool calls are
 # `<tool_call>\n{json}\n</tool_call>` inside the assistant turn, and consecutive tool results go
@@ -100,6 +112,18 @@ def byte_to_unicode() -> dict[int, str]:
     return mapping
 
 
+def tool_preamble_tokens() -> list[str]:
+    """The template's fixed tool preamble and the default `code_interpreter` schema line, as
+    the template renders it (`tojson`). Matched longest-first, so a prompt with other tools
+    still tokenizes (byte by byte where it differs) and round-trips exactly."""
+    import json
+
+    from toolrl.tools.code_interpreter import CodeInterpreter
+
+    schema = json.dumps(CodeInterpreter(None).schema, ensure_ascii=False)  # type: ignore[arg-type]
+    return [*TOOL_PREAMBLE, schema + "\n"]
+
+
 def build_tokenizer():
     """The embedded byte-level tokenizer, as a transformers fast tokenizer with the chat template."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -117,7 +141,8 @@ def build_tokenizer():
         model_max_length=TinySize().max_position_embeddings,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
+    fixed = [*ADDED_TOKENS, *tool_preamble_tokens(), *NUMBER_TOKENS]
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in fixed])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 

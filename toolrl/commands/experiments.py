@@ -1,0 +1,70 @@
+"""`toolrl experiments rl-gain | insights`: miniature experiments on the demo pipeline
+(toolrl/demo/experiments.py): does RL help beyond noise, and the paper's three findings."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("experiments", help="miniature experiments on the demo")
+    commands = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    gain = commands.add_parser(
+        "rl-gain", help="held-out avg@k after RL minus after SFT, with a 95%% interval over seeds"
+    )
+    gain.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    gain.add_argument(
+        "--vary", choices=["all", "rl"], default="all",
+        help="all: rerun every stage per seed; rl: one SFT model, the RL seed varies",
+    )  # fmt: skip
+    gain.add_argument("--out", default="runs/rl_gain", help="directory (default runs/rl_gain)")
+    _budget_arguments(gain)
+    gain.set_defaults(handler=run_rl_gain)
+    insights = commands.add_parser(
+        "insights",
+        help="real vs stitched SFT, GRPO-T vs GRPO-TCR, deliberative vs reactive (~60 min)",
+    )
+    insights.add_argument("--seeds", type=int, default=2, help="seeds per variant (default 2)")
+    insights.add_argument("--out", default="runs/insights", help="directory (runs/insights)")
+    _budget_arguments(insights)
+    insights.set_defaults(handler=run_insights)
+
+
+def _budget_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE", help="SFT overrides")
+    parser.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="RL overrides")
+    parser.add_argument(
+        "--fast", action="store_true", help="the test suite's tiny budget (nothing learns)"
+    )
+
+
+def _settings(args: argparse.Namespace):
+    import torch
+
+    from toolrl.commands.demo import fast_settings
+    from toolrl.demo.pipeline import DemoSettings
+
+    torch.set_num_threads(args.threads)
+    settings = fast_settings(args.out) if args.fast else DemoSettings(out=args.out)
+    settings.sft_overrides += args.sft
+    settings.rl_overrides += args.rl
+    settings.progress = False
+    return settings
+
+
+def run_rl_gain(args: argparse.Namespace) -> int:
+    from toolrl.demo.experiments import rl_gain, rl_gain_markdown
+
+    result = rl_gain(args.out, list(range(args.seeds)), _settings(args), vary=args.vary)
+    print(rl_gain_markdown(result))
+    return 0
+
+
+def run_insights(args: argparse.Namespace) -> int:
+    from toolrl.demo.experiments import insights, insights_markdown
+
+    result = insights(args.out, list(range(args.seeds)), _settings(args))
+    print(insights_markdown(result))
+    print(f"plots: {args.out}/insights_curves.png, {args.out}/insights_tools.png")
+    return 0

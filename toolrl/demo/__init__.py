@@ -1,0 +1,1 @@
+"""The embedded demo (`toolrl demo`) and the miniature experiments (`toolrl experiments`)."""

@@ -1,0 +1,220 @@
+"""The demo's stages, one function each; `pipeline.run_demo` chains them and caches.
+
+Each takes the run directory and what the previous stages produced, and returns the path (or
+summary) the next stage needs. A stage whose fingerprint is in the cache returns its earlier
+output without recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from toolrl.config import Config
+
+
+def tasks(settings, out: Path, cache) -> dict[str, Path]:
+    """Train and test splits of the synthetic suite (`toolrl data tasks`)."""
+    from toolrl.data.tasks import make_splits, write_splits
+
+    sizes = {"train": settings.train_tasks, "test": settings.test_tasks}
+    key = {"sizes": sizes, "weights": settings.weights, "seed": settings.seed}
+    cached, digest = cache.fresh("tasks", key)
+    data = out / "data"
+    if cached:
+        return _split_files(data)
+    paths = write_splits(data, make_splits(settings.seed, sizes, settings.weights))
+    cache.mark("tasks", digest)
+    return paths
+
+
+def _split_files(data: Path) -> dict[str, Path]:
+    names = ("train", "test", "test_math", "test_choice", "test_code")
+    return {n: data / f"{n}.jsonl" for n in names if (data / f"{n}.jsonl").is_file()}
+
+
+def model(settings, out: Path, cache) -> Path:
+    """The byte-level tokenizer and the tiny Qwen3, initialised from the seed."""
+    from toolrl.models.tiny import TinySize, write_tiny
+
+    size = TinySize(**{**asdict(TinySize()), **settings.model_size})
+    cached, digest = cache.fresh("model", {"size": asdict(size), "seed": settings.seed})
+    path = out / "model"
+    if not cached:
+        write_tiny(path, seed=settings.seed, size=size)
+        cache.mark("model", digest)
+    return path
+
+
+def collect(settings, out: Path, cache, data: dict[str, Path], say: Callable[[str], None]) -> Path:
+    """The scripted teacher's real trajectories on the training tasks (`toolrl data collect`),
+    or their stitched counterparts (`toolrl data stitch`) when `settings.stitched`."""
+    from toolrl.data.collect import collect as collect_rows
+    from toolrl.data.collect import load_teacher
+    from toolrl.data.io import read_rows, write_jsonl
+    from toolrl.data.rl import load_rl_samples
+    from toolrl.data.stitch import stitch_rows
+    from toolrl.demo.pipeline import rl_config
+    from toolrl.rollout.agent_loop import settings_from_config
+
+    config = rl_config(settings, out, out / "model", data["train"])
+    key = {"tasks": cache.done.get("tasks"), "teacher": settings.teacher,
+           "stitched": settings.stitched, "rollout": asdict(config.rollout)}  # fmt: skip
+    cached, digest = cache.fresh("collect", key)
+    path = out / "data" / ("sft_stitched.jsonl" if settings.stitched else "sft.jsonl")
+    if cached:
+        return path
+    teacher = load_teacher(settings.teacher, config.rollout, tokenizer=str(out / "model"))
+    if settings.stitched:
+        rows, stats = stitch_rows(
+            [row for _, row in read_rows(data["train"])],
+            [tool.schema for tool in teacher.tools],
+            max_output_chars=config.rollout.tool_output_max_chars,
+        )
+    else:
+        samples = load_rl_samples(data["train"])
+        loop = settings_from_config(config.rollout, seed=settings.seed)
+        result = collect_rows(teacher.engine, teacher.tokenizer, teacher.tools, samples, settings=loop)  # fmt: skip
+        rows, stats = result.rows, result.stats
+    for tool in teacher.tools:
+        tool.sandbox.close()
+    write_jsonl(path, rows)
+    path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    say(f"{len(rows)} SFT conversations ({'stitched' if settings.stitched else 'real'}): {_collect_line(stats)}")  # fmt: skip
+    cache.mark("collect", digest)
+    return path
+
+
+def _collect_line(stats: dict[str, Any]) -> str:
+    kept = stats.get("kept_rows") or {}
+    if not kept:
+        return f"dropped {stats.get('dropped')}"
+    return (f"teacher accuracy {stats['accuracy']:.2f}, {kept['tool_calls_per_trajectory']:.2f} "
+            f"tool calls each, tool success {kept['tool_success_rate']:.2f}, dropped {stats['dropped']}")  # fmt: skip
+
+
+def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
+    """SFT from the tiny model on the collected rows; returns the final checkpoint (linked
+    as `<out>/sft_model`, the RL recipe's model.path)."""
+    from toolrl.demo.pipeline import sft_config
+    from toolrl.trainers.checkpoint import latest_checkpoint
+    from toolrl.trainers.sft import run_sft
+
+    config = sft_config(settings, out, model_path, data)
+    key = {"model": cache.done.get("model"), "data": cache.done.get("collect"),
+           "config": config.to_dict()}  # fmt: skip
+    cached, digest = cache.fresh("sft", key)
+    _quiet(config, settings.progress)
+    link = out / "sft_model"
+    if cached and link.is_dir():
+        return link
+    shutil.rmtree(out / "sft", ignore_errors=True)
+    run_dir = run_sft(config)
+    _link(link, latest_checkpoint(run_dir))
+    cache.mark("sft", digest)
+    return link
+
+
+def rl(config: Config, out: Path, progress: bool = True) -> Path:
+    """GRPO-TCR from the SFT model with the real sandbox, in `<out>/<run_name>` (`rl`); returns
+    the final checkpoint, linked as `<out>/<run_name>_model`. Always reruns."""
+    from toolrl.trainers.checkpoint import latest_checkpoint
+    from toolrl.trainers.rl_setup import fit
+
+    _quiet(config, progress)
+    shutil.rmtree(out / config.trainer.run_name, ignore_errors=True)
+    run_dir = fit(config)
+    link = out / f"{config.trainer.run_name}_model"
+    _link(link, latest_checkpoint(run_dir))
+    return link
+
+
+def evaluate_model(
+    model_path: Path,
+    stage: str,
+    config: Config,
+    benchmarks: dict[str, Path],
+    out: Path,
+    cache,
+    cacheable: bool,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """avg@k / pass@k / maj@k and tool use of one model on the held-out benchmarks, written to
+    `<out>/eval/<stage>/`; when `cacheable`, reused while the model's stage and the evaluation
+    settings are unchanged."""
+    from toolrl.eval.benchmarks import load_benchmark
+    from toolrl.eval.runner import evaluate
+    from toolrl.rollout.engines.hf import HFEngine
+    from toolrl.tools.code_interpreter import CodeInterpreter
+
+    eval_dir = out / "eval" / stage
+    upstream = {"base": "model", "sft": "sft"}.get(stage)
+    full_key = {"upstream": cache.done.get(upstream), "eval": asdict(config.eval),
+                "rollout": asdict(config.rollout), "benchmarks": {k: str(v) for k, v in benchmarks.items()}}  # fmt: skip
+    cached, digest = cache.fresh(f"eval_{stage}", full_key)
+    if cacheable and cached and (eval_dir / "summary.json").is_file():
+        return json.loads((eval_dir / "summary.json").read_text())
+    shutil.rmtree(eval_dir, ignore_errors=True)
+    engine = HFEngine.from_path(str(model_path), seed=config.trainer.seed)
+    tools = [CodeInterpreter.from_config(config.rollout)]
+    sets = {name: load_benchmark(name, path) for name, path in benchmarks.items()}
+    try:
+        summaries = _evaluate_with_bar(
+            evaluate, engine, model_path, tools, sets, config, eval_dir, stage, progress
+        )
+    finally:
+        tools[0].sandbox.close()
+    if cacheable:
+        cache.mark(f"eval_{stage}", digest)
+    return summaries
+
+
+def _evaluate_with_bar(
+    evaluate, engine, model_path, tools, sets, config, eval_dir, stage, progress
+):
+    """Run the eval runner one benchmark at a time under a progress bar."""
+    from transformers import AutoTokenizer
+
+    from toolrl.trainers.rl_setup import progress_bar
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    summaries: dict[str, Any] = {}
+    with progress_bar(f"eval {stage}", disabled=not progress) as bar:
+        task = bar.add_task("eval", total=len(sets), status="")
+        for name, samples in sets.items():
+            summaries.update(
+                evaluate(
+                    engine,
+                    tokenizer,
+                    tools,
+                    {name: samples},
+                    config.eval,
+                    config.rollout,
+                    eval_dir,
+                    reward_cfg=config.reward,
+                    seed=config.trainer.seed,
+                    max_context_length=int(engine.model.config.max_position_embeddings),
+                )
+            )
+            avg = summaries[name]["metrics"].get(f"acc/avg@{config.eval.k}", 0.0)
+            bar.update(task, advance=1, status=f"{name} avg@{config.eval.k} {avg:.2f}")
+    (eval_dir / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    return summaries
+
+
+def _quiet(config: Config, progress: bool) -> None:
+    """Console metric lines off (the stage's progress bar stays unless `progress` is off)."""
+    config.trainer.loggers = ["console", "jsonl"] if progress else ["jsonl"]
+
+
+def _link(link: Path, target: Path | None) -> None:
+    if target is None:
+        raise RuntimeError(f"no checkpoint was written for {link}")
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(os.path.relpath(target, link.parent))
