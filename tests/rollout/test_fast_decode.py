@@ -269,9 +269,30 @@ def test_engine_reuses_a_finished_turn_and_samples_the_same_tokens(tiny_dir):
 
 def test_prefix_store_is_cleared_when_the_weights_change(tiny_dir):
     engine = HFEngine.from_path(str(tiny_dir))
-    engine.generate([GenerationRequest(list(range(40, 50)), 5, seed=0)])
+    engine.generate([GenerationRequest(list(range(40, 60)), 5, seed=0)])
     assert len(engine.prefixes) == 1
     with torch.no_grad():
         next(engine.model.parameters()).add_(0.01)
-    engine.generate([GenerationRequest(list(range(70, 80)), 5, seed=0)])
+    engine.generate([GenerationRequest(list(range(70, 90)), 5, seed=0)])
     assert len(engine.prefixes) == 1 and engine.prefixes.hits == 0  # only the new request's
+
+
+def test_prefix_store_finds_the_longest_stored_prefix_once_and_evicts_the_oldest():
+    from toolrl.rollout.engines.hf import PrefixStore
+
+    head = list(range(PrefixStore.HEAD))
+    store = PrefixStore(max_bytes=3 * 4 * 10)  # three entries of ten float32 numbers
+    short, long_, other = (*head, 1), (*head, 1, 2, 3), (*[7] * PrefixStore.HEAD, 1)
+    for tokens in (short, long_, other):
+        store.put(tokens, torch.full((10,), float(len(tokens))))
+    store.put(tuple(head), torch.zeros(10))  # no longer than the head: not stored
+    assert len(store) == 3
+    assert store.take([*head, 1, 2]) == (len(short), pytest.approx(torch.full((10,), 17.0)))
+    n, _ = store.take([*head, 1, 2, 3, 4])  # `short` is gone: only `long_` is left to match
+    assert n == len(long_) and store.take([*head, 1, 2, 3, 4]) is None  # taken once
+    assert store.take(list(long_)) is None  # a prefix must leave something to prefill
+    assert store.take([*[7] * PrefixStore.HEAD, 2, 3]) is None  # same head, not a prefix
+    for i in range(3):  # three more entries: `other`, the oldest, is dropped
+        store.put((*head, 9, i), torch.zeros(10))
+    assert len(store) == 3 and store.take([*[7] * PrefixStore.HEAD, 1, 5]) is None
+    assert store.hits == 2 and store.reused_tokens == len(short) + len(long_)

@@ -80,11 +80,17 @@ class PrefixStore:
     A request whose prompt extends a stored sequence (the next turn of a trajectory: the same
     tokens, then the tool's observation) takes that entry and prefills only the rest. Entries
     are taken once (the conversation moves on); the oldest are dropped past `max_bytes`.
+    Entries are found through their first `HEAD` tokens, so a lookup compares a request with
+    the few entries that start like it (a GRPO group's), not with every entry of a large step;
+    sequences no longer than `HEAD` are not worth storing.
     """
+
+    HEAD = 16
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._by_head: dict[tuple[int, ...], set[tuple[int, ...]]] = {}
         self._bytes = 0
         self.hits = self.reused_tokens = 0
 
@@ -93,31 +99,41 @@ class PrefixStore:
 
     def put(self, tokens: tuple[int, ...], keys_values: torch.Tensor) -> None:
         size = keys_values.numel() * keys_values.element_size()
-        if size > self.max_bytes or tokens in self._entries:
+        if len(tokens) <= self.HEAD or size > self.max_bytes or tokens in self._entries:
             return
         self._entries[tokens] = keys_values
+        self._by_head.setdefault(tokens[: self.HEAD], set()).add(tokens)
         self._bytes += size
         while self._bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self._bytes -= dropped.numel() * dropped.element_size()
+            self._remove(next(iter(self._entries)))
 
     def take(self, prompt: list[int]) -> tuple[int, torch.Tensor] | None:
         """The longest stored strict prefix of `prompt` (removed from the store), and its length."""
-        best, prompt = None, tuple(prompt)
-        for tokens in self._entries:
+        prompt = tuple(prompt)
+        best = None
+        for tokens in self._by_head.get(prompt[: self.HEAD], ()):
             n = len(tokens)
             if n < len(prompt) and (best is None or n > len(best)) and tokens == prompt[:n]:
                 best = tokens
         if best is None:
             return None
-        keys_values = self._entries.pop(best)
-        self._bytes -= keys_values.numel() * keys_values.element_size()
+        keys_values = self._remove(best)
         self.hits += 1
         self.reused_tokens += len(best)
         return len(best), keys_values
 
+    def _remove(self, tokens: tuple[int, ...]) -> torch.Tensor:
+        keys_values = self._entries.pop(tokens)
+        self._bytes -= keys_values.numel() * keys_values.element_size()
+        same_head = self._by_head[tokens[: self.HEAD]]
+        same_head.discard(tokens)
+        if not same_head:
+            del self._by_head[tokens[: self.HEAD]]
+        return keys_values
+
     def clear(self) -> None:
         self._entries.clear()
+        self._by_head.clear()
         self._bytes = 0
 
 
