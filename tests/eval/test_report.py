@@ -24,6 +24,8 @@ from toolrl.template_check import TOOLS
 from toolrl.trainers.rl_setup import fit
 from toolrl.types import Sample
 
+from ..trainers.conftest import parity_reward
+
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 PROBLEMS = {"What is 6 * 7?": "42", "What is 3 * 5?": "15"}
 
@@ -62,13 +64,6 @@ def tool_user(context: str) -> str:
 
 def half_right(context: str) -> str:
     return "\\boxed{42}" if "6 * 7" in context else "\\boxed{0}"
-
-
-def parity_reward(trajectories):
-    for t in trajectories:
-        good = t.response_ids[0] % 2 == 0
-        t.reward = 1.0 if good else -1.0
-        t.reward_info = {"score": t.reward, "acc": good}
 
 
 def samples(hostile: bool = False) -> list[Sample]:

@@ -50,8 +50,8 @@ def rl_data(tmp_path):
     return path
 
 
-@pytest.fixture
-def rl_config(tiny_dir, rl_data, tmp_path):
+def tiny_rl_config(tiny_dir, rl_data, out_dir, *overrides: str):
+    """2 prompts × 4 rollouts a step, 2 mini-batches of 4 rows, micro-batches of 3."""
     return load_config(
         None,
         [
@@ -67,10 +67,16 @@ def rl_config(tiny_dir, rl_data, tmp_path):
             "trainer.ppo_mini_batch_size=1",
             "trainer.micro_batch_size=3",
             "trainer.lr=1e-3",
-            f"trainer.output_dir={tmp_path / 'runs'}",
+            f"trainer.output_dir={out_dir}",
             "trainer.run_name=test",
             "trainer.total_steps=3",
             "trainer.save_every=1",
             "trainer.loggers=[jsonl]",
+            *overrides,
         ],
     )
+
+
+@pytest.fixture
+def rl_config(tiny_dir, rl_data, tmp_path):
+    return tiny_rl_config(tiny_dir, rl_data, tmp_path / "runs")
