@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -40,3 +41,26 @@ class Engine(Protocol):
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Generate for every request; results are in request order."""
         ...
+
+
+Take = Callable[[int], list[tuple[Hashable, GenerationRequest]]]
+"""A continuous engine's source of work: `take(room)` hands over up to `room` (key, request)."""
+Done = Callable[[Hashable, GenerationResult], None]
+"""Called with a request's key and result the moment it finishes."""
+
+
+def generate_by_serving(
+    serve: Callable[[Take, Done], None], requests: list[GenerationRequest]
+) -> list[GenerationResult]:
+    """`Engine.generate` for an engine that batches continuously (`serve(take, done)`): every
+    request is fed through `serve`; results in request order."""
+    pending = list(enumerate(requests))
+    results: dict[Hashable, GenerationResult] = {}
+
+    def take(room: int) -> list[tuple[Hashable, GenerationRequest]]:
+        taken = pending[:room]
+        del pending[:room]
+        return taken
+
+    serve(take, results.__setitem__)
+    return [results[i] for i in range(len(requests))]

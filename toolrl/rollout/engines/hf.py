@@ -20,17 +20,20 @@ tokens do not depend on what else shares its batch.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
+from toolrl.rollout.engines.base import (
+    Done,
+    GenerationRequest,
+    GenerationResult,
+    Take,
+    generate_by_serving,
+)
 from toolrl.rollout.engines.fast_decode import FastDecoder, KVCache, supports
-
-Take = Callable[[int], list[tuple[Hashable, GenerationRequest]]]
-Done = Callable[[Hashable, GenerationResult], None]
 
 
 @dataclass
@@ -181,16 +184,7 @@ class HFEngine:
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Generate for every request (continuously batched); results in request order."""
-        pending = list(enumerate(requests))
-        results: dict[Hashable, GenerationResult] = {}
-
-        def take(room: int):
-            taken = pending[:room]
-            del pending[:room]
-            return taken
-
-        self.serve(take, results.__setitem__)
-        return [results[i] for i in range(len(requests))]
+        return generate_by_serving(self.serve, requests)
 
     @torch.no_grad()
     def serve(self, take: Take, done: Done) -> None:

@@ -38,13 +38,19 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from http.client import HTTPException
 from typing import Any, Literal
 
 from toolrl.chat import encode, end_of_turn_token
-from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
+from toolrl.rollout.engines.base import (
+    Done,
+    GenerationRequest,
+    GenerationResult,
+    Take,
+    generate_by_serving,
+)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 Api = Literal["completions", "chat"]
@@ -136,21 +142,12 @@ class OpenAIEngine:
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Generate for every request (up to `max_concurrency` in flight); results in order."""
-        pending = list(enumerate(requests))
-        results: dict[Hashable, GenerationResult] = {}
-
-        def take(room: int):
-            taken = pending[:room]
-            del pending[:room]
-            return taken
-
-        self.serve(take, results.__setitem__)
-        return [results[i] for i in range(len(requests))]
+        return generate_by_serving(self.serve, requests)
 
     def serve(
         self,
-        take: Callable[[int], list[tuple[Hashable, GenerationRequest]]],
-        done: Callable[[Hashable, GenerationResult], None],
+        take: Take,
+        done: Done,
         poll_s: float = 0.005,
     ) -> None:
         """Send requests as `take` hands them over; call `done` as each result arrives; return
