@@ -7,7 +7,6 @@ import itertools
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.scripted import ScriptedEngine
 from toolrl.rollout.records import trajectory_record
 from toolrl.template_check import TOOLS
+from toolrl.tools.base import ToolResult
 from toolrl.trainers.rl_setup import fit
 from toolrl.types import Sample
 
@@ -28,13 +28,6 @@ from ..trainers.conftest import parity_reward
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 PROBLEMS = {"What is 6 * 7?": "42", "What is 3 * 5?": "15"}
-
-
-@dataclass
-class Result:
-    text: str
-    status: str = "success"
-    elapsed_s: float = 0.0
 
 
 class Multiplier:
@@ -49,7 +42,7 @@ class Multiplier:
     async def call(self, arguments):
         await asyncio.sleep(0)
         a, _, b = arguments["code"].split()
-        return Result(f"{int(a) * int(b)}{self.suffix}")
+        return ToolResult(f"{int(a) * int(b)}{self.suffix}", "success")
 
 
 def tool_user(context: str) -> str:

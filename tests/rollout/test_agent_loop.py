@@ -3,7 +3,6 @@
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 
 import pytest
 
@@ -12,14 +11,8 @@ from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.hf import HFEngine
 from toolrl.rollout.engines.scripted import ScriptedEngine
 from toolrl.template_check import TOOLS
+from toolrl.tools.base import ToolResult
 from toolrl.types import Sample
-
-
-@dataclass
-class Result:
-    text: str
-    status: str = "success"
-    elapsed_s: float = 0.0
 
 
 class EvalTool:
@@ -38,9 +31,9 @@ class EvalTool:
         if self.fail:
             raise RuntimeError("sandbox unreachable")
         try:
-            return Result(str(eval(arguments["code"], {})))
+            return ToolResult(str(eval(arguments["code"], {})), "success")
         except Exception as err:
-            return Result(f"{type(err).__name__}: {err}", "error")
+            return ToolResult(f"{type(err).__name__}: {err}", "error")
 
 
 def call_text(code: str) -> str:
@@ -177,7 +170,7 @@ def test_others_keep_generating_while_one_waits_for_a_slow_tool(tiny_tokenizer):
             if arguments["code"] == "slow":
                 await asyncio.sleep(1.0)
                 slow_done["at"] = time.monotonic()
-            return Result("1")
+            return ToolResult("1", "success")
 
     def policy(context):
         n = context.count("<tool_response>")
@@ -266,7 +259,7 @@ def test_a_short_turn_goes_to_its_tool_while_a_long_turn_still_decodes(tiny_toke
         async def call(self, arguments):
             events.setdefault("tool_started", time.monotonic())
             await asyncio.sleep(0.2)
-            return Result("1")
+            return ToolResult("1", "success")
 
     def policy(context):
         if "Question 0" in context:  # short turn, then a tool call

@@ -2,19 +2,12 @@
 
 import asyncio
 import json
-from dataclasses import dataclass
 
 import pytest
 
 from toolrl.config import load_config
 from toolrl.template_check import TOOLS
-
-
-@dataclass
-class Result:
-    text: str
-    status: str = "success"
-    elapsed_s: float = 0.0
+from toolrl.tools.base import ToolResult
 
 
 class EchoTool:
@@ -25,7 +18,7 @@ class EchoTool:
 
     async def call(self, arguments):
         await asyncio.sleep(0)
-        return Result(arguments["code"][::-1])
+        return ToolResult(arguments["code"][::-1], "success")
 
 
 def parity_reward(trajectories):
