@@ -124,15 +124,7 @@ def build_rl_trainer(
     run_dir = run_dir_of(config)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     base = resolve_model_path(config.model.path, run_dir)
-    lora = config.model.lora_rank > 0
-    if checkpoint is not None and not lora:
-        model, tokenizer = load_policy(
-            checkpoint, dataclasses.replace(config.model, lora_rank=0), device=device
-        )
-    else:
-        model, tokenizer = load_policy(
-            base, config.model, device=device, adapter_path=checkpoint if lora else None
-        )
+    model, tokenizer = load_starting_policy(config, base, checkpoint, device)
     parallel = parallel or SingleProcess()
     model = parallel.prepare(model)
     tools = tools if tools is not None else default_tools(config)
@@ -173,6 +165,17 @@ def build_rl_trainer(
         parallel,
     )
     return trainer, start
+
+
+def load_starting_policy(config: Config, base: Path, checkpoint, device: str):
+    """The policy a run starts from: the checkpoint's full weights when resuming, or the base
+    model (with the checkpoint's LoRA adapters when resuming a LoRA run)."""
+    lora = config.model.lora_rank > 0
+    if checkpoint is not None and not lora:
+        return load_policy(
+            checkpoint, dataclasses.replace(config.model, lora_rank=0), device=device
+        )
+    return load_policy(base, config.model, device=device, adapter_path=checkpoint if lora else None)
 
 
 def load_validation_sets(config: Config) -> dict[str, list]:
