@@ -73,7 +73,11 @@ def teacher_run(tmp_path_factory):
 def test_teacher_solves_its_tasks_by_really_calling_the_sandbox(teacher_run):
     stats = teacher_run.stats
     assert stats["accuracy"] == 1.0 and stats["kept"] == 24
-    assert all(t.num_tool_calls >= 1 for t in teacher_run.trajectories)
+    # Every choice and code task goes through the tool; some math ones are answered at once
+    # (the behaviour RL has to unlearn), with the worked value: still graded correct above.
+    direct = [t for t in teacher_run.trajectories if t.num_tool_calls == 0]
+    assert direct and len(direct) < len(teacher_run.trajectories) // 2
+    assert all(t.sample.data_source == "toy_math" and " = " in t.final_text for t in direct)
     # Some trajectories recover from a deliberate tool error: the error came from the sandbox.
     recovered = [t for t in teacher_run.trajectories if t.num_tool_calls > t.num_successful_tool_calls]  # fmt: skip
     assert recovered
@@ -108,3 +112,13 @@ def test_code_ground_truth_is_stdin_stdout_tests():
     task = next(t for t in make_splits(2, {"train": 20})["train"] if t.kind == "code")
     tests = json.loads(task.ground_truth)
     assert len(tests["inputs"]) == len(tests["outputs"]) == 3
+
+
+def test_teachers_mental_arithmetic_evaluates_only_integer_arithmetic():
+    from toolrl.data.tasks.teacher import _direct_answer
+
+    assert _direct_answer("math", "print((9*525-176)//35)", "q") == "(9*525-176)//35 = 129\n\\boxed{129}"  # fmt: skip
+    assert _direct_answer("math", "print(pow(701,99,553))", "q").endswith("\\boxed{491}")
+    for program in ("print(__import__('os').getpid())", "print(open('x').read())", "print(2.5*2)"):
+        with pytest.raises(ValueError, match="not an expression of the task suite"):
+            _direct_answer("math", program, "q")

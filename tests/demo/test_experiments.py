@@ -32,6 +32,8 @@ def test_insights_table_has_a_row_per_variant_with_the_spread_over_seeds():
 
 def test_rl_gain_table_reports_each_seed_and_the_interval():
     result = {"vary": "rl", "seeds": [{"seed": 0, "sft": 0.1, "rl": 0.3, "gain": 0.2}],
-              "gain": {"mean": 0.2, "ci95": [0.1, 0.3]}}  # fmt: skip
+              "gain": {"mean": 0.2, "ci95": [0.1, 0.3]},
+              "gain_by_benchmark": {"math": {"mean": 0.5, "ci95": [0.25, 0.75]}}}  # fmt: skip
     text = rl_gain_markdown(result)
     assert "| 0 | 0.100 | 0.300 | +0.200 |" in text and "[+0.100, +0.300]" in text
+    assert "- math: +0.500 [+0.250, +0.750]" in text

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=1,
-        help="torch threads (default 1: on 2 cores the sandbox needs the other one)",
+        help="torch threads while the sandbox runs (data collection, RL, evaluation; default "
+        "1: on 2 cores the sandbox needs the other one); SFT uses every core",
     )  # fmt: skip
     parser.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE", help="SFT overrides")
     parser.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="RL overrides")

@@ -66,11 +66,22 @@ def rl_gain(
         record = run_demo(settings, say=say).stages
         (out / f"stages_seed{seed}.json").write_text(json.dumps(record, indent=2) + "\n")
         k = record["k"]
-        sft, rl = (overall(stage_summary(record, s), f"acc/avg@{k}") for s in ("sft", "rl"))
-        rows.append({"seed": seed, "sft": sft, "rl": rl, "gain": rl - sft})
+        key = f"acc/avg@{k}"
+        sft, rl = (overall(stage_summary(record, s), key) for s in ("sft", "rl"))
+        by_benchmark = {
+            name: stage_summary(record, "rl")[name]["metrics"][key]
+            - stage_summary(record, "sft")[name]["metrics"][key]
+            for name in record["benchmarks"]
+        }
+        rows.append({"seed": seed, "sft": sft, "rl": rl, "gain": rl - sft, "gain_by_benchmark": by_benchmark})  # fmt: skip
         say(f"seed {seed}: avg@{k} SFT {sft:.3f} → RL {rl:.3f} (gain {rl - sft:+.3f})")
     mean, low, high = mean_ci([r["gain"] for r in rows])
-    result = {"vary": vary, "seeds": rows, "gain": {"mean": mean, "ci95": [low, high]}}
+    per_benchmark = {}
+    for name in rows[0]["gain_by_benchmark"]:
+        b_mean, b_low, b_high = mean_ci([r["gain_by_benchmark"][name] for r in rows])
+        per_benchmark[name] = {"mean": b_mean, "ci95": [b_low, b_high]}
+    result = {"vary": vary, "seeds": rows, "gain": {"mean": mean, "ci95": [low, high]},
+              "gain_by_benchmark": per_benchmark}  # fmt: skip
     (out / "rl_gain.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -79,7 +90,9 @@ def rl_gain_markdown(result: dict[str, Any]) -> str:
     lines = ["| seed | avg@k after SFT | avg@k after RL | gain |", "|---|---|---|---|"]
     lines += [f"| {r['seed']} | {r['sft']:.3f} | {r['rl']:.3f} | {r['gain']:+.3f} |" for r in result["seeds"]]  # fmt: skip
     g = result["gain"]
-    lines.append(f"\nmean gain {g['mean']:+.3f}, 95% t-interval [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] over {len(result['seeds'])} seeds (vary: {result['vary']})")  # fmt: skip
+    lines.append(f"\nmean gain {g['mean']:+.3f}, 95% t-interval [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] over {len(result['seeds'])} seeds (vary: {result['vary']}; the unweighted mean of the benchmarks)")  # fmt: skip
+    for name, b in result.get("gain_by_benchmark", {}).items():
+        lines.append(f"- {name}: {b['mean']:+.3f} [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]")
     return "\n".join(lines)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
     if cached and link.is_dir():
         return link
     shutil.rmtree(out / "sft", ignore_errors=True)
-    run_dir = run_sft(config)
+    with _torch_threads(os.cpu_count() or 1):  # no sandbox runs during SFT: every core
+        run_dir = run_sft(config)
     _link(link, latest_checkpoint(run_dir))
     cache.mark("sft", digest)
     return link
@@ -143,10 +145,11 @@ def evaluate_model(
     cache,
     cacheable: bool,
     progress: bool = True,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """avg@k / pass@k / maj@k and tool use of one model on the held-out benchmarks, written to
-    `<out>/eval/<stage>/`; when `cacheable`, reused while the model's stage and the evaluation
-    settings are unchanged."""
+    """avg@k / pass@k / maj@k and tool use of one model on the held-out benchmarks (the first
+    `limit` problems of each when given), written to `<out>/eval/<stage>/`; when `cacheable`,
+    reused while the model's stage and the evaluation settings are unchanged."""
     from toolrl.eval.benchmarks import load_benchmark
     from toolrl.eval.runner import evaluate
     from toolrl.rollout.engines.hf import HFEngine
@@ -155,14 +158,15 @@ def evaluate_model(
     eval_dir = out / "eval" / stage
     upstream = {"base": "model", "sft": "sft"}.get(stage)
     full_key = {"upstream": cache.done.get(upstream), "eval": asdict(config.eval),
-                "rollout": asdict(config.rollout), "benchmarks": {k: str(v) for k, v in benchmarks.items()}}  # fmt: skip
+                "rollout": asdict(config.rollout), "benchmarks": {k: str(v) for k, v in benchmarks.items()},
+                "limit": limit}  # fmt: skip
     cached, digest = cache.fresh(f"eval_{stage}", full_key)
     if cacheable and cached and (eval_dir / "summary.json").is_file():
         return json.loads((eval_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
     engine = HFEngine.from_path(str(model_path), seed=config.trainer.seed)
     tools = [CodeInterpreter.from_config(config.rollout)]
-    sets = {name: load_benchmark(name, path) for name, path in benchmarks.items()}
+    sets = {name: load_benchmark(name, path)[:limit] for name, path in benchmarks.items()}
     try:
         summaries = _evaluate_with_bar(
             evaluate, engine, model_path, tools, sets, config, eval_dir, stage, progress
@@ -205,6 +209,18 @@ def _evaluate_with_bar(
             bar.update(task, advance=1, status=f"{name} avg@{config.eval.k} {avg:.2f}")
     (eval_dir / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
     return summaries
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _quiet(config: Config, progress: bool) -> None:

@@ -7,20 +7,28 @@ tool calls, and what the sandbox printed) and acts on what it sees:
 
 1. no tool result yet: call the tool with the program that computes the answer (code tasks:
    the expression, tried on a sample input); for about one question in five it first writes a
-   broken call (a missing parenthesis, or the program without its input), on purpose;
+   broken call (a missing parenthesis, or the program without its input), on purpose.
+   Some math questions (`DIRECT_RATE`) it answers at once instead, without the tool
+   (`expression = value`, worked out in its head): a model that imitates this learns the
+   form of such an answer but cannot do the arithmetic, so after SFT it sometimes guesses
+   where it should call the tool. Learning when the tool pays is what agentic RL has to do
+   (the paper's tool-use gains);
 2. the last result is an error: call again with the corrected program (a real recovery: it
    reacts to the traceback the sandbox returned);
 3. otherwise: answer from what the tool printed, `\\boxed{value}` (math), `\\boxed{letter}` of
    the option equal to it (choice), or the program in a ```python block (code).
 
-The answer is always read from the real observation, never from the ground truth, so a
-trajectory is correct only if the sandbox really ran; collection grades and filters them.
+After a tool call the answer is always read from the real observation, never from the ground
+truth, so such a trajectory is correct only if the sandbox really ran; collection grades and
+filters them.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import operator
 import re
 
 from toolrl.data.tasks.families import LETTERS, solve
@@ -28,6 +36,7 @@ from toolrl.data.tasks.families import LETTERS, solve
 _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
 _RESULT = re.compile(r"<tool_response>\n(.*?)\n</tool_response>", re.DOTALL)
 MISTAKE_RATE = 0.2
+DIRECT_RATE = 0.4
 
 
 def policy(context: str) -> str:
@@ -49,8 +58,11 @@ def next_turn(context: str, *, recheck: bool) -> str:
     family, program = found
     results = [r.strip() for r in _RESULT.findall(context)]
     test = _test_program(program) if family.kind == "code" else program
+    if not results and family.kind == "math" and _chance(question[1], "direct") < DIRECT_RATE:
+        return _direct_answer(family.kind, program, question[1])
     if not results:
-        return tool_call(_mistake(test) if _makes_mistake(question[1]) else test)
+        mistake = _chance(question[1], "mistake") < MISTAKE_RATE
+        return tool_call(_mistake(test) if mistake else test)
     last = results[-1]
     if "Error" in last:
         return tool_call(test) if len(results) < 3 else "I could not run the program."
@@ -60,11 +72,41 @@ def next_turn(context: str, *, recheck: bool) -> str:
     value = results[-2] if checked else last
     if family.kind == "code":
         return f"```python\n{program}\n```"
-    if family.kind == "choice":
-        options = dict(re.findall(r"([A-D])\)(\d+)", question[1]))
+    return _boxed(family.kind, value, question[1])
+
+
+def _boxed(kind: str, value: str, question: str) -> str:
+    """The final answer: the value (math) or the letter of the option equal to it (choice)."""
+    if kind == "choice":
+        options = dict(re.findall(r"([A-D])\)(\d+)", question))
         letter = next((L for L in LETTERS if options.get(L) == value), "A")
         return f"\\boxed{{{letter}}}"
     return f"\\boxed{{{value}}}"
+
+
+def _direct_answer(kind: str, program: str, question: str) -> str:
+    """An answer without the tool, as a text-only solution writes it: `expr = value`."""
+    expression = program[len("print(") : -1]
+    value = str(_arithmetic(ast.parse(expression, mode="eval").body))
+    return f"{expression} = {value}\n{_boxed(kind, value, question)}"
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}  # fmt: skip
+
+
+def _arithmetic(node: ast.expr) -> int:
+    """The value of the integer expressions the suite's math and choice programs print
+    (`+ - * // %` and `pow(a, e, m)` on literals): the teacher's mental arithmetic, which
+    never runs code."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_arithmetic(node.left), _arithmetic(node.right))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "pow":
+        base, exponent, modulus = (_arithmetic(arg) for arg in node.args)
+        return pow(base, exponent, modulus)
+    raise ValueError(f"not an expression of the task suite: {ast.dump(node)}")
 
 
 def tool_call(code: str) -> str:
@@ -78,9 +120,10 @@ def _test_program(program: str) -> str:
     return program.replace("map(int,input().split())", "7,5")
 
 
-def _makes_mistake(question: str) -> bool:
-    digest = hashlib.sha1(question.encode()).digest()
-    return digest[0] < 256 * MISTAKE_RATE
+def _chance(question: str, what: str) -> float:
+    """A number in [0, 1) fixed by the question: the teacher's choices are deterministic."""
+    digest = hashlib.sha1(f"{what}:{question}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
 
 
 def _mistake(program: str) -> str:
