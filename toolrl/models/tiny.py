@@ -30,6 +30,16 @@ ADDED_TOKENS = [
     "```python\n",
     "```",
     "print(",
+    # Role headers (every turn starts with one) and the sandbox's Python error preambles: one
+    # token each instead of 5-35 bytes, which cuts the demo's SFT sequences by about a third.
+    "system\n",
+    "user\n",
+    "assistant\n",
+    "Traceback (most recent call last):\n",
+    '  File "main.py", line ',
+    "SyntaxError: ",
+    "NameError: name ",
+    " is not defined\n",
 ]
 # Digits grouped in threes (then twos), as the GPT-4 and Llama 3 tokenizers do: copying a number
 # into a tool call or an answer takes a third of the steps, and a copying head can find its place
