@@ -41,3 +41,15 @@ def test_fast_demo_runs_every_stage_leaves_its_artefacts_and_caches(tmp_path, ca
     for stage in ("collect", "sft", "eval base", "eval sft"):
         assert again["timings"][stage] < max(1.0, record["timings"][stage] / 3), stage
     assert again["stages"][1]["summary"] == record["stages"][1]["summary"]
+    # RL-only changes (group size, sampling temperature, clipping) rerun only RL and its eval.
+    rl_only = ["--rl", "rollout.n=3", "rollout.temperature=1.2", "algorithm.clip_ratio_high=0.3"]
+    assert cli_main(["demo", "--fast", "--out", str(out), *rl_only]) == 0
+    third = json.loads((out / "stages.json").read_text())
+    for stage in ("collect", "sft", "eval base", "eval sft"):
+        assert third["timings"][stage] < max(1.0, record["timings"][stage] / 3), stage
+    rl_config = (out / "rl" / "config.yaml").read_text()
+    assert "n: 3" in rl_config and "clip_ratio_high: 0.3" in rl_config
+    # ... while a change to what a trajectory may be (its turns) collects the data again.
+    assert cli_main(["demo", "--fast", "--out", str(out), "--rl", "rollout.max_turns=3"]) == 0
+    fourth = json.loads((out / "stages.json").read_text())
+    assert fourth["timings"]["collect"] > 3 * max(0.05, third["timings"]["collect"])

@@ -34,6 +34,20 @@ def tasks(settings, out: Path, cache) -> dict[str, Path]:
     return paths
 
 
+# Rollout settings that never change a trajectory: how many per prompt and how parallel.
+_NOT_TRAJECTORY = ("n", "engine", "max_concurrent_tools", "num_workers", "sandbox_workers")
+_SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def trajectory_settings(rollout, *, sampling: bool) -> dict[str, Any]:
+    """The rollout settings a stage's trajectories depend on, for its cache key. Evaluation
+    samples with `eval`'s settings and a scripted teacher does not sample, so neither depends on
+    the rollout's temperature, top-p or top-k (`sampling=False`): RL-only changes such as
+    `rollout.n` or `rollout.temperature` then reuse the collected data, SFT and its evaluation."""
+    ignored = _NOT_TRAJECTORY if sampling else (*_NOT_TRAJECTORY, *_SAMPLING)
+    return {k: v for k, v in asdict(rollout).items() if k not in ignored}
+
+
 def _split_files(data: Path) -> dict[str, Path]:
     names = ("train", "test", "test_math", "test_choice", "test_code")
     return {n: data / f"{n}.jsonl" for n in names if (data / f"{n}.jsonl").is_file()}
@@ -65,7 +79,8 @@ def collect(settings, out: Path, cache, data: dict[str, Path], say: Callable[[st
 
     config = rl_config(settings, out, out / "model", data["train"])
     key = {"tasks": cache.done.get("tasks"), "teacher": settings.teacher,
-           "stitched": settings.stitched, "rollout": asdict(config.rollout)}  # fmt: skip
+           "stitched": settings.stitched,
+           "rollout": trajectory_settings(config.rollout, sampling=not settings.teacher.startswith("scripted:"))}  # fmt: skip
     cached, digest = cache.fresh("collect", key)
     path = out / "data" / ("sft_stitched.jsonl" if settings.stitched else "sft.jsonl")
     if cached:
@@ -158,7 +173,8 @@ def evaluate_model(
     eval_dir = out / "eval" / stage
     upstream = {"base": "model", "sft": "sft"}.get(stage)
     full_key = {"upstream": cache.done.get(upstream), "eval": asdict(config.eval),
-                "rollout": asdict(config.rollout), "benchmarks": {k: str(v) for k, v in benchmarks.items()},
+                "rollout": trajectory_settings(config.rollout, sampling=False),
+                "benchmarks": {k: str(v) for k, v in benchmarks.items()},
                 "limit": limit}  # fmt: skip
     cached, digest = cache.fresh(f"eval_{stage}", full_key)
     if cacheable and cached and (eval_dir / "summary.json").is_file():
