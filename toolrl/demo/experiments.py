@@ -67,10 +67,10 @@ def rl_gain(
         (out / f"stages_seed{seed}.json").write_text(json.dumps(record, indent=2) + "\n")
         k = record["k"]
         key = f"acc/avg@{k}"
-        sft, rl = (overall(stage_summary(record, s), key) for s in ("sft", "rl"))
+        sft_summary, rl_summary = (stage_summary(record, s) for s in ("sft", "rl"))
+        sft, rl = overall(sft_summary, key), overall(rl_summary, key)
         by_benchmark = {
-            name: stage_summary(record, "rl")[name]["metrics"][key]
-            - stage_summary(record, "sft")[name]["metrics"][key]
+            name: rl_summary[name]["metrics"][key] - sft_summary[name]["metrics"][key]
             for name in record["benchmarks"]
         }
         rows.append({"seed": seed, "sft": sft, "rl": rl, "gain": rl - sft, "gain_by_benchmark": by_benchmark})  # fmt: skip

@@ -95,30 +95,33 @@ class Cache:
 
 def sft_config(settings: DemoSettings, out: Path, model: Path, data: Path) -> Config:
     """The SFT recipe pointed at this run's model and data."""
-    return load_config(
-        settings.sft_recipe,
-        [
-            f"model.path={model}",
-            f"data.train_files=[{data}]",
-            f"trainer.output_dir={out}",
-            "trainer.run_name=sft",
-            f"trainer.seed={settings.seed}",
-            *settings.sft_overrides,
-        ],
-    )
+    return _stage_config(settings.sft_recipe, "sft", settings.seed, out, model, data, settings.sft_overrides)  # fmt: skip
 
 
 def rl_config(settings: DemoSettings, out: Path, model: Path, train: Path) -> Config:
     """The RL recipe pointed at the SFT model and this run's training tasks."""
+    return _stage_config(settings.rl_recipe, "rl", settings.seed, out, model, train, settings.rl_overrides)  # fmt: skip
+
+
+def _stage_config(
+    recipe: str,
+    run_name: str,
+    seed: int,
+    out: Path,
+    model: Path,
+    data: Path,
+    overrides: list[str],
+) -> Config:
+    """`recipe` with this run's model, data, directory and seed; the user's overrides last."""
     return load_config(
-        settings.rl_recipe,
+        recipe,
         [
             f"model.path={model}",
-            f"data.train_files=[{train}]",
+            f"data.train_files=[{data}]",
             f"trainer.output_dir={out}",
-            "trainer.run_name=rl",
-            f"trainer.seed={settings.seed}",
-            *settings.rl_overrides,
+            f"trainer.run_name={run_name}",
+            f"trainer.seed={seed}",
+            *overrides,
         ],
     )
 
