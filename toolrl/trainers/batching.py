@@ -32,6 +32,19 @@ class TokenBatch:
             self.input_ids[rows], self.attention_mask[rows], self.loss_mask[rows], self.values[rows]
         )
 
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.loss_mask.to(device),
+            self.values.to(device),
+        )
+
+
+def device_of(model) -> torch.device:
+    """Where the model's parameters are: batches are built on the CPU and moved there."""
+    return next(model.parameters()).device
+
 
 def pad_sequences(
     sequences: list[list[int]],

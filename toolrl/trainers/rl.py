@@ -40,6 +40,7 @@ from toolrl.distributed.data_parallel import DataParallel, SingleProcess
 from toolrl.rollout.agent_loop import AgentLoop
 from toolrl.trainers.batching import (
     TokenBatch,
+    device_of,
     grouped_micro_batches,
     micro_batches,
     pad_sequences,
@@ -165,7 +166,8 @@ class RLTrainer:
             return None
         sequences = [t.prompt_ids + t.response_ids for t in trajectories]
         masks = [[0] * len(t.prompt_ids) + t.loss_mask for t in trajectories]
-        return pad_sequences(sequences, masks, pad_token_id=self.tokenizer.pad_token_id or 0)
+        batch = pad_sequences(sequences, masks, pad_token_id=self.tokenizer.pad_token_id or 0)
+        return batch.to(device_of(self.model))
 
     @torch.no_grad()
     def reference_logprobs(
@@ -229,6 +231,7 @@ class RLTrainer:
             self.scheduler.step()
             return {"actor/skipped_update": 1.0}
         self.model.train()
+        advantages = advantages.to(batch.loss_mask.device)
         token_adv = (
             broadcast_to_tokens(advantages, torch.ones_like(batch.loss_mask)) * batch.loss_mask
         )

@@ -26,7 +26,7 @@ from toolrl.algorithms import agg_loss
 from toolrl.chat import TemplateError, render_with_mask
 from toolrl.config import Config
 from toolrl.data.io import DataError, read_rows
-from toolrl.trainers.batching import micro_batches, pad_sequences, token_logprobs
+from toolrl.trainers.batching import device_of, micro_batches, pad_sequences, token_logprobs
 from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from toolrl.trainers.model_io import load_policy, resolve_model_path
 from toolrl.trainers.optim import build_optimizer, build_scheduler, due
@@ -115,7 +115,7 @@ def sft_loss(
     """Token-mean NLL of the assistant tokens of `examples` (accumulating gradients if asked)."""
     batch = pad_sequences(
         [e.ids for e in examples], [e.mask for e in examples], pad_token_id=pad_token_id
-    )
+    ).to(device_of(model))
     num_tokens = batch.loss_mask.sum()
     total = 0.0
     for micro in micro_batches(len(batch), micro_batch_size):
