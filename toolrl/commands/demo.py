@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch threads while the sandbox runs (data collection, RL, evaluation; default "
         "1: on 2 cores the sandbox needs the other one); SFT uses every core",
     )  # fmt: skip
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of SFT, RL and evaluation (default cpu)"
+    )
     parser.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE", help="SFT overrides")
     parser.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="RL overrides")
     parser.set_defaults(handler=run)
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     settings = fast_settings(args.out) if args.fast else DemoSettings(out=args.out)
     settings.seed = args.seed
+    settings.device = args.device
     settings.sft_overrides += args.sft
     settings.rl_overrides += args.rl
     result = run_demo(settings, fresh=args.fresh, say=lambda line: _say(console, line))

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _budget_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of SFT, RL and evaluation (default cpu)"
+    )
     parser.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE", help="SFT overrides")
     parser.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="RL overrides")
     parser.add_argument(
@@ -50,6 +53,7 @@ def _settings(args: argparse.Namespace):
     settings.sft_overrides += args.sft
     settings.rl_overrides += args.rl
     settings.progress = False
+    settings.device = args.device
     return settings
 
 

@@ -65,6 +65,10 @@ class DemoSettings:
     """Problems per benchmark for the untrained model (it scores 0 and writes the longest
     responses, so the full held-out set would cost a minute to confirm it)."""
     progress: bool = True
+    device: str = "cpu"
+    """torch device of SFT, RL and evaluation (`cuda` on a GPU; the scripted teacher and the
+    sandbox run on the CPU either way). Part of the SFT cache key: a GPU run trains a slightly
+    different model."""
 
 
 @dataclass
@@ -158,10 +162,12 @@ def run_demo(
     rl_cfg = rl_config(settings, out, sft_model, data["train"])
     evaluated: dict[str, dict[str, Any]] = {}
     if not settings.skip_base_eval:
-        evaluated["base"] = timed("eval base", lambda: stages.evaluate_model(model, "base", rl_cfg, benchmarks, out, cache, True, settings.progress, limit=settings.base_eval_problems))  # fmt: skip
-    evaluated["sft"] = timed("eval sft", lambda: stages.evaluate_model(sft_model, "sft", rl_cfg, benchmarks, out, cache, True, settings.progress))  # fmt: skip
-    rl_model = timed("rl", lambda: stages.rl(rl_cfg, out, settings.progress))
-    evaluated["rl"] = timed("eval rl", lambda: stages.evaluate_model(rl_model, "rl", rl_cfg, benchmarks, out, cache, False, settings.progress))  # fmt: skip
+        evaluated["base"] = timed("eval base", lambda: stages.evaluate_model(model, "base", rl_cfg, benchmarks, out, cache, True, settings.progress, limit=settings.base_eval_problems, device=settings.device))  # fmt: skip
+    evaluated["sft"] = timed("eval sft", lambda: stages.evaluate_model(sft_model, "sft", rl_cfg, benchmarks, out, cache, True, settings.progress, device=settings.device))  # fmt: skip
+    rl_model = timed(
+        "rl", lambda: stages.rl(rl_cfg, out, settings.progress, device=settings.device)
+    )
+    evaluated["rl"] = timed("eval rl", lambda: stages.evaluate_model(rl_model, "rl", rl_cfg, benchmarks, out, cache, False, settings.progress, device=settings.device))  # fmt: skip
     record = {
         "k": rl_cfg.eval.k,
         "benchmarks": list(benchmarks),

@@ -124,6 +124,8 @@ def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
     config = sft_config(settings, out, model_path, data)
     key = {"model": cache.done.get("model"), "data": cache.done.get("collect"),
            "config": config.to_dict()}  # fmt: skip
+    if settings.device != "cpu":  # a GPU trains a slightly different model (CPU keys unchanged)
+        key["device"] = settings.device
     cached, digest = cache.fresh("sft", key)
     _quiet(config, settings.progress)
     link = out / "sft_model"
@@ -131,13 +133,13 @@ def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
         return link
     shutil.rmtree(out / "sft", ignore_errors=True)
     with _torch_threads(os.cpu_count() or 1):  # no sandbox runs during SFT: every core
-        run_dir = run_sft(config)
+        run_dir = run_sft(config, device=settings.device)
     _link(link, latest_checkpoint(run_dir))
     cache.mark("sft", digest)
     return link
 
 
-def rl(config: Config, out: Path, progress: bool = True) -> Path:
+def rl(config: Config, out: Path, progress: bool = True, *, device: str = "cpu") -> Path:
     """GRPO-TCR from the SFT model with the real sandbox, in `<out>/<run_name>` (`rl`); returns
     the final checkpoint, linked as `<out>/<run_name>_model`. Always reruns."""
     from toolrl.trainers.checkpoint import latest_checkpoint
@@ -145,7 +147,7 @@ def rl(config: Config, out: Path, progress: bool = True) -> Path:
 
     _quiet(config, progress)
     shutil.rmtree(out / config.trainer.run_name, ignore_errors=True)
-    run_dir = fit(config)
+    run_dir = fit(config, device=device)
     link = out / f"{config.trainer.run_name}_model"
     _link(link, latest_checkpoint(run_dir))
     return link
@@ -161,6 +163,7 @@ def evaluate_model(
     cacheable: bool,
     progress: bool = True,
     limit: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """avg@k / pass@k / maj@k and tool use of one model on the held-out benchmarks (the first
     `limit` problems of each when given), written to `<out>/eval/<stage>/`; when `cacheable`,
@@ -180,7 +183,7 @@ def evaluate_model(
     if cacheable and cached and (eval_dir / "summary.json").is_file():
         return json.loads((eval_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
-    engine = HFEngine.from_path(str(model_path), seed=config.trainer.seed)
+    engine = HFEngine.from_path(str(model_path), device=device, seed=config.trainer.seed)
     tools = [CodeInterpreter.from_config(config.rollout)]
     sets = {name: load_benchmark(name, path)[:limit] for name, path in benchmarks.items()}
     try:
