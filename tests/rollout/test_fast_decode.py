@@ -296,3 +296,23 @@ def test_prefix_store_finds_the_longest_stored_prefix_once_and_evicts_the_oldest
         store.put((*head, 9, i), torch.zeros(10))
     assert len(store) == 3 and store.take([*[7] * PrefixStore.HEAD, 1, 5]) is None
     assert store.hits == 2 and store.reused_tokens == len(short) + len(long_)
+
+
+def test_weights_changed_after_a_fused_optimizer_step(tiny_dir):
+    """A fused AdamW step updates the parameters without moving their version counters, so the
+    engine cannot see it by itself; after `weights_changed()` it rebuilds its fused weights and
+    forgets its prefixes, and samples what a fresh engine on the updated model samples."""
+    engine = HFEngine.from_path(str(tiny_dir))
+    requests = [GenerationRequest(list(range(40, 60)), 16, seed=3)]
+    before = engine.generate(requests)[0]
+    model = engine.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
+    model(input_ids=torch.tensor([requests[0].prompt_ids])).logits.square().mean().backward()
+    optimizer.step()
+    engine.weights_changed()
+    got = engine.generate(requests)[0]
+    want = HFEngine(model, seed=0).generate(requests)[0]
+    assert got.token_ids == want.token_ids
+    assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    assert got.logprobs != pytest.approx(before.logprobs, abs=1e-3)  # the update mattered
+    assert engine.prefixes.hits == 0

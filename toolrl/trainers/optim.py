@@ -8,13 +8,25 @@ import torch
 
 
 def build_optimizer(parameters, trainer_cfg) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters with the config's lr, betas and weight decay."""
+    """AdamW over the trainable parameters with the config's lr, betas and weight decay.
+
+    The fused kernel (one pass over each tensor instead of a chain of foreach ops: on the tiny
+    model 5 ms instead of 31 ms a step on a 2-core CPU) wherever torch has it: plain CPU or CUDA
+    parameters. Sharded parameters (FSDP2's DTensors) keep the default implementation. Fused
+    updates leave the parameters' version counters alone, so a trainer tells its in-process
+    engine about them (`HFEngine.weights_changed`).
+    """
     params = [p for p in parameters if p.requires_grad]
+    fused = bool(params) and all(
+        type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda") and p.is_floating_point()
+        for p in params
+    )
     return torch.optim.AdamW(
         params,
         lr=trainer_cfg.lr,
         betas=tuple(trainer_cfg.betas),
         weight_decay=trainer_cfg.weight_decay,
+        fused=fused or None,
     )
 
 

@@ -250,6 +250,9 @@ class RLTrainer:
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
         self.scheduler.step()
+        engine = getattr(self.loop, "engine", None)
+        if hasattr(engine, "weights_changed"):  # an in-process engine sharing these parameters
+            engine.weights_changed()
         return {key: value / updates for key, value in sums.items()}
 
     def mini_batch_update(

@@ -12,8 +12,10 @@ not arithmetic. This forward computes the same function with fewer, larger ops:
     logits = RMSNorm(x) · W_lmᵀ
 
 - q/k/v and gate/up are fused into one matmul each. The fused weights are copies, so they are
-  rebuilt whenever a parameter changed (its in-place version counter moved: an optimizer step,
-  `load_state_dict`) or was replaced; `refresh()` checks that cheaply at each `serve`.
+  rebuilt whenever a parameter was replaced or its in-place version counter moved
+  (`load_state_dict`, most optimizers); `refresh()` checks that cheaply at each `serve`. Not every
+  in-place update moves the counter (`torch.optim.AdamW(fused=True)` does not), so whoever
+  trains the model also says so: `refresh(force=True)`, through `HFEngine.weights_changed()`.
 - The KV cache (`KVCache`) is preallocated and written in place; it grows in chunks.
 - Rows are left-padded and share one write column, so a decoding step writes one column for the
   whole batch; the boolean `valid` mask says which columns each row attends to.
@@ -197,11 +199,11 @@ class FastDecoder:
         self._layers: list[_Layer] = []
         self._cos = self._sin = None
 
-    def refresh(self) -> bool:
-        """Rebuild the fused weights if any parameter changed since they were built; True if so
-        (keys and values cached under the old weights are then stale)."""
+    def refresh(self, force: bool = False) -> bool:
+        """Rebuild the fused weights if `force` or a parameter visibly changed since they were
+        built; True if rebuilt (keys and values cached under the old weights are then stale)."""
         key = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
-        if key == self._key:
+        if key == self._key and not force:
             return False
         with torch.no_grad():
             self._layers = [self._fuse(layer) for layer in self.model.model.layers]

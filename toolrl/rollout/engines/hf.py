@@ -167,6 +167,7 @@ class HFEngine:
         use_fast = supports(model) if fast_decode is None else fast_decode
         self.fast = FastDecoder(model) if use_fast else None
         self.prefixes = PrefixStore(prefix_cache_bytes) if use_fast and prefix_cache_bytes else None
+        self._weights_changed = False
 
     @classmethod
     def from_path(
@@ -182,6 +183,12 @@ class HFEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def weights_changed(self) -> None:
+        """The model's parameters were updated in place: the next `serve` rebuilds the fused
+        weights and forgets cached prefixes. A trainer sharing the model calls this after its
+        optimizer steps (a fused optimizer leaves the version counters `refresh` checks)."""
+        self._weights_changed = True
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Generate for every request (continuously batched); results in request order."""
         return generate_by_serving(self.serve, requests)
@@ -194,7 +201,8 @@ class HFEngine:
         join the batch; `done(key, result)` is called as soon as a request finishes.
         """
         # The weights may have changed since the last call (training): rebuild what used them.
-        if self.fast is not None and self.fast.refresh() and self.prefixes is not None:
+        stale, self._weights_changed = self._weights_changed, False
+        if self.fast is not None and self.fast.refresh(force=stale) and self.prefixes is not None:
             self.prefixes.clear()
         batch: _Running | None = None
         while True:
