@@ -135,6 +135,13 @@ class AlgorithmConfig:
     """Entropy bonus weight; 0 in the paper (entropy is logged and kept alive by clip-higher)."""
     filter_groups: bool = False
     """Drop groups whose rewards are all equal (DAPO dynamic sampling); off in the released recipe."""
+    old_log_probs: Literal["recompute", "rollout"] = "recompute"
+    """π_old of the PPO ratio. `recompute`: a no-grad forward of the trainer over the step's rows
+    before any update (verl's default; needed wherever the engine's numerics differ from the
+    trainer's: vLLM, bf16 kernels). `rollout`: the log-probs the engine reported while sampling,
+    log_softmax(logits / T) before truncation, which is the same quantity, and saves that
+    forward. With the HF engine on the trainer's own model in the same dtype they agree to float
+    rounding (tests/trainers/test_rl.py)."""
 
 
 @dataclass

@@ -69,6 +69,25 @@ def test_a_step_moves_the_policy_in_the_direction_of_the_advantage(rl_config):
         assert name in metrics, name
 
 
+def test_rollout_log_probs_are_the_old_log_probs_the_trainer_recomputes(rl_config):
+    """`algorithm.old_log_probs=rollout` reuses the engine's log-probs: on the trained tokens
+    they equal the trainer's forward, and a step with them trains as the recomputing one."""
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+    batch = trainer.collate(trainer.loop.run(trainer.prompts.batch(0), n=rl_config.rollout.n))
+    trained = batch.loss_mask.bool()
+    assert trained.sum() > 20
+    recomputed = trainer.logprobs_of(trainer.model, batch)
+    torch.testing.assert_close(batch.values[trained], recomputed[trained], atol=1e-5, rtol=0)
+
+    metrics = {}
+    for source in ("recompute", "rollout"):
+        rl_config.algorithm.old_log_probs = source
+        trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+        metrics[source] = trainer.step(0)
+    for name in ("critic/score/mean", "actor/pg_loss", "actor/entropy", "actor/grad_norm"):
+        assert metrics["rollout"][name] == pytest.approx(metrics["recompute"][name], rel=1e-4)
+
+
 def test_infra_errors_are_masked_and_counted(rl_config):
     def reward_with_infra_error(trajectories):
         parity_reward(trajectories)

@@ -166,7 +166,10 @@ class RLTrainer:
             return None
         sequences = [t.prompt_ids + t.response_ids for t in trajectories]
         masks = [[0] * len(t.prompt_ids) + t.loss_mask for t in trajectories]
-        batch = pad_sequences(sequences, masks, pad_token_id=self.tokenizer.pad_token_id or 0)
+        logprobs = [[0.0] * len(t.prompt_ids) + t.rollout_logprobs for t in trajectories]
+        batch = pad_sequences(
+            sequences, masks, logprobs, pad_token_id=self.tokenizer.pad_token_id or 0
+        )
         return batch.to(device_of(self.model))
 
     @torch.no_grad()
@@ -175,19 +178,24 @@ class RLTrainer:
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Old log-probs (the policy before this step's updates) and, with a KL term, the reference's.
 
-        The first mini-batch's old log-probs are left NaN when its own forward can give them
-        (`first_update_is_on_policy`): nothing has updated the policy yet when it is trained, so
-        they are that forward's log-probs, detached; `mini_batch_update` fills them in.
+        With `algorithm.old_log_probs=rollout` the old log-probs are the engine's (`batch.values`).
+        Otherwise they are recomputed, except that the first mini-batch's are left NaN when its
+        own forward can give them (`first_update_is_on_policy`): nothing has updated the policy
+        yet when it is trained, so they are that forward's log-probs, detached;
+        `mini_batch_update` fills them in.
         """
         if batch is None:
             return None, None
-        skip = self.rows_per_mini_batch()
-        skip = min(skip, len(batch)) if self.first_update_is_on_policy() else 0
         mine = self.trained_rows(len(batch))  # the rows this rank's updates read
-        old = torch.full_like(batch.loss_mask, float("nan"))
-        later = mine[mine >= skip]
-        if len(later):
-            old[later] = self.logprobs_of(self.model, batch.select(later))
+        if self.config.algorithm.old_log_probs == "rollout":
+            old = batch.values.clone()
+        else:
+            skip = self.rows_per_mini_batch()
+            skip = min(skip, len(batch)) if self.first_update_is_on_policy() else 0
+            old = torch.full_like(batch.loss_mask, float("nan"))
+            later = mine[mine >= skip]
+            if len(later):
+                old[later] = self.logprobs_of(self.model, batch.select(later))
         ref = None
         if self.ref_model is not None:
             ref = torch.zeros_like(batch.loss_mask)
