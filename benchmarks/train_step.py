@@ -189,11 +189,9 @@ def main() -> None:
         run = ours[source]
         print(f"{'toolrl, ' + label:40}{run['step_s']:>10.2f}{run['tokens_per_s']:>12.0f}{trl['step_s'] / run['step_s']:>8.2f}x")  # fmt: skip
     print(f"{'TRL GRPOTrainer':40}{trl['step_s']:>10.2f}{trl['tokens_per_s']:>12.0f}")
-    for source in ("recompute", "rollout"):
-        split = ours[source]["split"]
+    for source, run in ours.items():
+        split, ratio = run["split"], trl["step_s"] / run["step_s"]
         print(f"toolrl split ({source}): " + ", ".join(f"{k} {split[k]:.2f}s" for k in ("rollout", "reward", "old_log_prob", "update")))  # fmt: skip
-    for source in ("recompute", "rollout"):
-        ratio = trl["step_s"] / ours[source]["step_s"]
         print(f"step throughput ratio toolrl ({source})/TRL: {ratio:.2f}x (target >= 1.5x) {'OK' if ratio >= 1.5 else 'BELOW TARGET'}")  # fmt: skip
 
 
