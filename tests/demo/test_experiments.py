@@ -1,6 +1,8 @@
 """The experiments' arithmetic: the seed interval on the RL gain and the insights table."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,54 @@ def test_rl_gain_table_reports_each_seed_and_the_interval():
     text = rl_gain_markdown(result)
     assert "| 0 | 0.100 | 0.300 | +0.200 |" in text and "[+0.100, +0.300]" in text
     assert "- math: +0.500 [+0.250, +0.750]" in text
+
+
+def _fake_pipeline(monkeypatch, calls: list):
+    """Stand in for `run_demo`: record which settings ran and write what the experiments read."""
+    from dataclasses import asdict
+
+    from toolrl.demo import experiments
+    from toolrl.demo.pipeline import DemoResult
+
+    def run_demo(settings, say=print):
+        calls.append((settings.out, settings.stitched, settings.teacher, tuple(settings.rl_overrides)))  # fmt: skip
+        run_name = next((o.split("=", 1)[1] for o in settings.rl_overrides if o.startswith("trainer.run_name=")), "rl")  # fmt: skip
+        out = Path(settings.out)
+        (out / run_name).mkdir(parents=True, exist_ok=True)
+        (out / run_name / "metrics.jsonl").write_text('{"acc/mean": 0.5, "actor/entropy": 0.3}\n')
+        metrics = {"acc/avg@4": 0.25 + 0.01 * settings.seed, "acc/pass@4": 0.5,
+                   "tool_calls/mean": 1.0, "tool_calls/success_rate": 0.9,
+                   "response_length/mean": 80.0}  # fmt: skip
+        summary = {"math": {"metrics": metrics}}
+        record = {"k": 4, "benchmarks": ["math"], "rl_run_dir": run_name,
+                  "stages": [{"name": s, "summary": summary} for s in ("sft", "rl")],
+                  "settings": asdict(settings)}  # fmt: skip
+        return DemoResult(out, json.loads(json.dumps(record)))
+
+    monkeypatch.setattr(experiments, "run_demo", run_demo)
+
+
+def test_experiments_reuse_same_setting_runs_and_insights_reuses_rl_gain(tmp_path, monkeypatch):
+    from toolrl.demo.experiments import insights, rl_gain
+    from toolrl.demo.pipeline import DemoSettings
+
+    calls: list = []
+    _fake_pipeline(monkeypatch, calls)
+    base = DemoSettings(progress=False)
+    rl_gain(tmp_path, [0, 1], base, say=lambda _: None)
+    assert [Path(c[0]).name for c in calls] == ["seed0", "seed1"]
+    rl_gain(tmp_path, [0, 1], base, say=lambda _: None)  # an interrupted or repeated run resumes
+    assert len(calls) == 2
+    changed = DemoSettings(progress=False, rl_overrides=["eval.k=16"])
+    rl_gain(tmp_path, [0], changed, say=lambda _: None)  # other settings: run again
+    assert len(calls) == 3
+
+    calls.clear()
+    result = insights(tmp_path, [0, 1], base, say=lambda _: None)
+    ran = [Path(c[0]).name for c in calls]
+    # `real` is rl-gain's seed1 as it was; seed0 was rerun with other settings above, so it runs
+    assert ran.count("seed0") == 2 and ran.count("seed1") == 1  # real seed0; grpo_t both seeds
+    assert sorted(n for n in ran if "_" in n) == ["reactive_seed0", "reactive_seed1", "stitched_seed0", "stitched_seed1"]  # fmt: skip
+    assert set(result["runs"]) == {"real", "stitched", "grpo_t", "reactive"}
+    rl_gain(tmp_path, [0, 1], base, fresh=True, say=lambda _: None)  # fresh: nothing reused
+    assert [Path(c[0]).name for c in calls[-2:]] == ["seed0", "seed1"]

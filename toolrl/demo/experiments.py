@@ -10,14 +10,20 @@
   GRPO-TCR from the same SFT model (accuracy and entropy curves); (iii) deliberative vs
   reactive teachers (one well-placed call vs a call plus a re-check), then the same RL: tool
   calls per response against accuracy.
+
+Both lay their pipeline runs out alike (`<out>/seed<N>/` is the demo with seed N; insights adds
+`stitched_seed<N>/` and `reactive_seed<N>/`), and each run's record (`stages_<variant>.json`)
+is reused when its settings are unchanged: an interrupted experiment resumes, and `insights`
+with the `--out` of an `rl-gain` run reuses its seeds' pipelines instead of training them again.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +57,44 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def run_once(settings: DemoSettings, record: Path, say=print) -> dict[str, Any]:
+    """One pipeline run's record (`stages.json`'s content), kept at `record`: read back when it
+    was made with the same settings, else run and written there."""
+    if record.is_file():
+        earlier = json.loads(record.read_text())
+        if earlier.get("settings") == json.loads(json.dumps(asdict(settings))):
+            say(f"reusing {record} (same settings)")
+            return earlier
+    stages = run_demo(settings, say=say).stages
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(stages, indent=2) + "\n")
+    return stages
+
+
 def rl_gain(
-    out: str | Path, seeds: list[int], base: DemoSettings, *, vary: str = "all", say=print
+    out: str | Path,
+    seeds: list[int],
+    base: DemoSettings,
+    *,
+    vary: str = "all",
+    fresh: bool = False,
+    say=print,
 ) -> dict[str, Any]:
-    """Per-seed SFT and RL avg@k on the held-out tasks and the mean gain with its interval."""
+    """Per-seed SFT and RL avg@k on the held-out tasks and the mean gain with its interval;
+    `fresh` deletes `out` first (else earlier runs with the same settings are reused)."""
     out = Path(out)
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
     rows = []
     for seed in seeds:
         if vary == "all":
             settings = replace(base, out=str(out / f"seed{seed}"), seed=seed, skip_base_eval=True)
+            record_path = out / f"seed{seed}" / "stages_real.json"
         else:  # one SFT model (seed of `base`), cached in `out`; the RL seed varies
             settings = replace(base, out=str(out), skip_base_eval=True,
                                rl_overrides=[*base.rl_overrides, f"trainer.seed={seed}"])  # fmt: skip
-        record = run_demo(settings, say=say).stages
-        (out / f"stages_seed{seed}.json").write_text(json.dumps(record, indent=2) + "\n")
+            record_path = out / f"stages_seed{seed}.json"
+        record = run_once(settings, record_path, say=say)
         k = record["k"]
         key = f"acc/avg@{k}"
         sft_summary, rl_summary = (stage_summary(record, s) for s in ("sft", "rl"))
@@ -122,20 +152,27 @@ LABELS = {"real": "real trajectories, GRPO-TCR (deliberative)", "stitched": "sti
 
 
 def insights(
-    out: str | Path, seeds: list[int], base: DemoSettings, say: Callable[[str], None] = print
+    out: str | Path,
+    seeds: list[int],
+    base: DemoSettings,
+    *,
+    fresh: bool = False,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every variant for every seed (the `grpo_t` runs reuse `real`'s cached SFT); returns
-    per-variant, per-seed numbers and writes `insights.json`, `insights.md` and plots."""
+    per-variant, per-seed numbers and writes `insights.json`, `insights.md` and plots; `fresh`
+    deletes `out` first (else earlier runs with the same settings are reused)."""
     out = Path(out)
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
     runs: dict[str, list[dict[str, Any]]] = {}
     for name, variant in insight_variants(base).items():
         for seed in seeds:
-            # grpo_t shares the directory (hence the cached data and SFT) of `real`; its RL
-            # run is `rl_grpo_t/` beside `real`'s `rl/`.
-            where = out / f"{'real' if name == 'grpo_t' else name}_seed{seed}"
+            # `real` is rl-gain's `seed<N>/`; grpo_t shares its directory (hence its cached
+            # data and SFT), with its RL run in `rl_grpo_t/` beside `real`'s `rl/`.
+            where = out / (f"seed{seed}" if name in ("real", "grpo_t") else f"{name}_seed{seed}")
             settings = replace(variant, out=str(where), seed=seed, skip_base_eval=True)
-            record = run_demo(settings, say=say).stages
-            (where / f"stages_{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+            record = run_once(settings, where / f"stages_{name}.json", say=say)
             runs.setdefault(name, []).append(_run_numbers(record, where / record["rl_run_dir"]))
     result = {"seeds": seeds, "runs": runs}
     (out / "insights.json").write_text(json.dumps(result, indent=2) + "\n")
