@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from toolrl.algorithms import entropy_from_logits
+from toolrl.models.compat import cache_kwarg, output_cache
 
 
 @dataclass
@@ -162,7 +163,7 @@ def _logits_after_prompts(
         use_cache=True,
         logits_to_keep=1,
     )
-    cache = prompt_out.past_key_values
+    cache = output_cache(prompt_out)
     for layer in cache.layers:  # index_select: its backward adds deterministically on the CPU,
         layer.keys = layer.keys.index_select(0, rows)  # unlike indexing's (`x[rows]`)
         layer.values = layer.values.index_select(0, rows)
@@ -175,7 +176,7 @@ def _logits_after_prompts(
         input_ids=targets,
         attention_mask=torch.cat([prompt_mask[rows], inside.long()], dim=1),
         position_ids=positions,
-        past_key_values=cache,
+        **{cache_kwarg(model): cache},
     )
     # The prompt's last position predicts continuation token 0; continuation position j, j + 1.
     logits = torch.cat([prompt_out.logits.index_select(0, rows), out.logits[:, :-1]], dim=1)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from toolrl.models.compat import cache_kwarg
 from toolrl.rollout.engines.base import (
     Done,
     GenerationRequest,
@@ -345,8 +346,8 @@ class _HFCache:
             input_ids=input_ids,
             attention_mask=self.attention_mask,
             position_ids=position_ids,
-            past_key_values=self.cache,
             use_cache=True,
+            **{cache_kwarg(model): self.cache},
             logits_to_keep=1,
         )
         return out.logits[:, -1].float()
