@@ -346,19 +346,9 @@ def run_stitch(args: argparse.Namespace) -> int:
 
 
 def run_filter(args: argparse.Namespace) -> int:
-    import json
-
     from toolrl.config import ConfigError, load_config
-    from toolrl.data.convert import write_rows
-    from toolrl.data.filter import (
-        annotate_row,
-        parse_target,
-        pass_rates,
-        plot_pass_rates,
-        resample,
-        summary,
-    )
-    from toolrl.data.io import DataError, read_rows, write_jsonl
+    from toolrl.data.filter import annotate_row, parse_target, pass_rates, resample
+    from toolrl.data.io import DataError, read_rows
     from toolrl.data.rl import row_to_sample
     from toolrl.rollout.agent_loop import settings_from_config
     from toolrl.rollout.engines.openai import OpenAIEngineError
@@ -397,7 +387,18 @@ def run_filter(args: argparse.Namespace) -> int:
             ]
         except ValueError as err:
             return _fail(f"--target: {err}")
-    out_rows = [annotate_row(rows[r.index], r) for r in kept]
+    _write_filtered(args, [annotate_row(rows[r.index], r) for r in kept], rates)
+    return 0
+
+
+def _write_filtered(args: argparse.Namespace, out_rows: list[dict], rates: list) -> None:
+    """`toolrl data filter`'s outputs: the kept rows, every row's pass rate, the plot, a summary."""
+    import json
+
+    from toolrl.data.convert import write_rows
+    from toolrl.data.filter import plot_pass_rates, summary
+    from toolrl.data.io import write_jsonl
+
     write_rows(args.out, out_rows)
     rates_path = Path(args.rates) if args.rates else _with_suffix(args.out, ".pass_rates.jsonl")
     write_jsonl(rates_path, [r.to_dict() for r in rates])
@@ -407,10 +408,8 @@ def run_filter(args: argparse.Namespace) -> int:
         easy=args.easy,
         hard=args.hard,
     )
-    info = summary(rates)
-    print(json.dumps(info))
+    print(json.dumps(summary(rates)))
     print(f"wrote {len(out_rows)} rows to {args.out}; pass rates in {rates_path}; plot {plot_path}")
-    return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
