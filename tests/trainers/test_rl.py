@@ -16,7 +16,7 @@ from toolrl.trainers.rl import PromptStream
 from toolrl.trainers.rl_setup import build_rl_trainer, fit
 from toolrl.trainers.tracking import read_metrics
 
-from .conftest import EchoTool, parity_reward
+from .conftest import EchoTool, parity_reward, tiny_rl_config
 
 VERL_NAMES = [
     "actor/entropy",
@@ -206,3 +206,16 @@ def test_validation_runs_through_the_eval_runner_and_logs_val_core(rl_config, rl
         assert f"val-core/{name}/acc/mean@2" in row
         assert 0.0 <= row[f"val-core/{name}/acc/mean@2"] <= 1.0
     assert (run_dir / "validation" / "step_2" / name / "summary.json").is_file()
+
+
+def test_kl_reference_is_the_starting_policy_frozen(tiny_dir, rl_data, tmp_path):
+    config = tiny_rl_config(tiny_dir, rl_data, tmp_path / "runs", "algorithm.kl_coef=0.1")
+    trainer, _ = build_rl_trainer(config, tools=[EchoTool()], reward_fn=parity_reward)
+    ref = trainer.ref_model
+    assert ref is not None and ref is not trainer.model and not ref.training
+    assert not any(p.requires_grad for p in ref.parameters())
+    for mine, theirs in zip(trainer.model.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    trainer.step(0)  # the policy moves, the reference does not
+    moved = any(not torch.equal(a, b) for a, b in zip(trainer.model.parameters(), ref.parameters(), strict=True))  # fmt: skip
+    assert moved

@@ -143,12 +143,7 @@ def build_rl_trainer(
     loop = (make_rollout or local_rollout(config, tools))(model, tokenizer, settings)
     optimizer = build_optimizer(model.parameters(), config.trainer)
     scheduler = build_scheduler(optimizer, config.trainer, total_steps_of(config, prompts))
-    ref_model = None
-    if config.algorithm.kl_coef > 0:  # the reference is the starting policy, frozen
-        ref_model = load_policy(
-            base, dataclasses.replace(config.model, lora_rank=0), device=device
-        )[0].eval()
-        ref_model.requires_grad_(False)
+    ref_model = load_reference(config, base, device) if config.algorithm.kl_coef > 0 else None
     start = 0
     if checkpoint is not None:
         start = load_trainer_state(checkpoint, optimizer, scheduler)["step"]
@@ -165,6 +160,12 @@ def build_rl_trainer(
         parallel,
     )
     return trainer, start
+
+
+def load_reference(config: Config, base: Path, device: str):
+    """The KL term's reference: the starting policy (without LoRA), frozen."""
+    ref_model = load_policy(base, dataclasses.replace(config.model, lora_rank=0), device=device)[0]
+    return ref_model.eval().requires_grad_(False)
 
 
 def load_starting_policy(config: Config, base: Path, checkpoint, device: str):
