@@ -68,16 +68,24 @@ def test_token_logprobs_equal_the_full_computation_where_the_loss_reads_them(sha
     assert torch.allclose(entropy[mask], want_entropy[mask], atol=1e-5)
 
 
-def test_micro_batches_keep_a_prompt_together_and_cover_every_row_once():
+def test_micro_batches_cover_every_row_once_with_little_padding_and_prompts_together():
     batch = rows_with_padding()
     parts = grouped_micro_batches(batch, 2)
-    assert [len(p) for p in parts] == [2, 2, 2, 2, 1]
-    # prompts by their longest row (ties: first seen), rows of a prompt longest first
-    assert torch.cat(parts).tolist() == [2, 6, 0, 4, 5, 7, 1, 8, 3]
-    unshared = rows_with_padding(shared=False)  # every row its own prompt: longest first
-    order = torch.cat(grouped_micro_batches(unshared, 4))
-    lengths = unshared.attention_mask.sum(-1)[order]
-    assert (lengths[:-1] >= lengths[1:]).all()
+    assert sorted(torch.cat(parts).tolist()) == list(range(len(batch)))
+    lengths = batch.attention_mask.sum(-1)
+    for part in parts:
+        assert len(part) <= 2 and 2 * lengths[part].min() > lengths[part].max()
+    # lengths 32 | 23 23 18 16 16 | 11 8 8: rows 0 and 4 share a prompt and a class, so go
+    # together; rows 2 and 6 share a prompt but not a class
+    assert [p.tolist() for p in parts] == [[2], [0, 4], [5, 7], [6], [8, 1], [3]]
+
+
+def test_a_long_row_does_not_pad_a_micro_batch_of_short_ones():
+    sequences = [[1] * 40] + [[2] * 10] * 4 + [[3] * 4]
+    batch = pad_sequences(sequences, [[0] + [1] * (len(s) - 1) for s in sequences])
+    parts = grouped_micro_batches(batch, 8)
+    assert [p.tolist() for p in parts] == [[0], [1, 2, 3, 4], [5]]
+    assert [p.tolist() for p in grouped_micro_batches(batch, 3)] == [[0], [1, 2, 3], [4], [5]]
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -154,3 +162,21 @@ def test_the_first_mini_batch_takes_its_old_logprobs_from_its_own_forward():
         assert metrics[key] == pytest.approx(want_metrics[key], abs=1e-6)
     skipped, *_ = updated(batch, precompute_all=False, attention_dropout=0.1)
     assert not skipped.any()  # with dropout, a training forward is not the old policy's
+
+
+def test_lora_wrapped_models_take_the_same_path_and_keep_their_adapters():
+    """The LM head runs on loss positions only for a LoRA model too: its decoder's LoRA layers
+    (and a LoRA on the head itself) still apply."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=4, target_modules=["q_proj", "down_proj", "lm_head"], init_lora_weights=False)  # fmt: skip
+    model = get_peft_model(build_model(VOCAB, seed=0), lora).eval()
+    batch = rows_with_padding(seed=4)
+    mask = batch.loss_mask.bool()
+    with torch.no_grad():
+        want = reference_logprobs(model, batch, temperature=1.0)
+        got, _ = token_logprobs(model, batch)
+        with model.disable_adapter():
+            plain = reference_logprobs(model, batch, temperature=1.0)
+    assert torch.allclose(got[mask], want[mask], atol=1e-5)
+    assert not torch.allclose(got[mask], plain[mask], atol=1e-3)  # the adapters matter here

@@ -6,6 +6,7 @@ predicted from position t), so masks, log-probs and advantages all have shape [B
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -73,31 +74,69 @@ def pad_sequences(
 def token_logprobs(
     model, batch: TokenBatch, *, temperature: float = 1.0, with_entropy: bool = False
 ) -> tuple[Tensor, Tensor | None]:
-    """log π(x_{t+1} | x_{≤t}) where a masked loss can read it, [B, L − 1] (and the entropy
-    there, detached).
+    """log π(x_{t+1} | x_{≤t}) where a masked loss reads it, [B, L − 1] (and the entropy there,
+    detached); 0 where `loss_mask` is 0.
 
     Logits are divided by the rollout temperature, so these are the log-probs of the
     distribution the tokens were sampled from (before top-p / top-k truncation).
 
-    Only what a masked loss reads is computed, from each row's first `loss_mask` token on;
-    positions before it (the prompt) and after the row's end are returned as 0:
-    - rows that share a prompt (a GRPO group) run its forward once (`_logits_after_prompts`);
-    - otherwise one forward over the columns some row uses, with logits from the batch's first
-      loss position on (`_logits_in_loss_window`).
+    Only what a masked loss reads is computed:
+    - the decoder runs from each row's first loss token on: rows that share a prompt (a GRPO
+      group) run its forward once (`_features_after_prompts`), others one forward over the
+      columns some row uses (`_features_in_loss_window`);
+    - the LM head, the softmax and the entropy run only at the positions whose next token is
+      trained, not at prompt, tool-observation or padding positions (`_split_head`).
     """
     keys, length = _prompt_keys(batch), batch.input_ids.shape[1]
     shares = len(set(keys)) < len(keys)
     if shares and not _checkpointed(model):
-        logits, targets, columns = _logits_after_prompts(model, batch, keys)
+        features, head, columns = _features_after_prompts(model, batch, keys)
     else:
-        logits, targets, columns = _logits_in_loss_window(model, batch)
-    logits = logits.float() / temperature
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        features, head, columns = _features_in_loss_window(model, batch)
+    # features[b, j] is position columns[b, j]'s output (length − 1: no position).
+    read = F.pad(batch.loss_mask, (0, 1)).gather(1, columns).bool()
+    rows, at = read.nonzero(as_tuple=True)
+    positions = columns[rows, at]
+    logits = head(features[rows, at]).float() / temperature  # [N, V]
+    targets = batch.input_ids[rows, positions + 1]
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    place = logprobs.new_zeros(len(batch), length)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            entropy = _place(entropy_from_logits(logits.detach()), columns, length)
-    return _place(logprobs, columns, length), entropy
+            entropy = place.index_put((rows, positions), entropy_from_logits(logits))[:, :-1]
+    return place.index_put((rows, positions), logprobs)[:, :-1], entropy
+
+
+# CausalLMs whose logits are exactly lm_head(decoder(…).last_hidden_state): no soft-capping,
+# scaling or bias after the head, so the head can run on the positions a loss reads only.
+PLAIN_HEAD_MODELS = ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM")  # fmt: skip
+
+
+def _split_head(model):
+    """(decoder, lm_head) of a `PLAIN_HEAD_MODELS` model (LoRA-wrapped too); None for any
+    other, whose full forward then gives the logits."""
+    peft = getattr(model, "active_peft_config", None)
+    if peft is not None and getattr(peft, "is_prompt_learning", False):
+        return None  # virtual tokens are prepended by the PEFT wrapper's own forward
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if type(base).__name__ not in PLAIN_HEAD_MODELS:
+        return None
+    return base.model, base.lm_head
+
+
+def _forward(
+    model, *, keep: int = 0, **inputs
+) -> tuple[Tensor, Callable[[Tensor], Tensor], object]:
+    """(features, head, output): the decoder's hidden states and the LM head, or the logits of
+    the last `keep` positions (all if 0) and the identity for a model `_split_head` declines."""
+    split = _split_head(model)
+    if split is None:
+        out = model(**inputs, logits_to_keep=keep)
+        return out.logits, (lambda x: x), out
+    decoder, head = split
+    out = decoder(**inputs)
+    return out.last_hidden_state[:, -keep:], head, out
 
 
 def _checkpointed(model) -> bool:
@@ -105,23 +144,23 @@ def _checkpointed(model) -> bool:
     return any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
 
 
-def _place(values: Tensor, columns: Tensor, length: int) -> Tensor:
-    """[B, n] values into their `columns` of a [B, L − 1] zero tensor; column L − 1, dropped,
-    receives what belongs nowhere (padding)."""
-    return values.new_zeros(values.shape[0], length).scatter(1, columns, values)[:, :-1]
+def _features_in_loss_window(model, batch: TokenBatch) -> tuple[Tensor, Callable, Tensor]:
+    """One forward over the columns some row uses (trailing padding cut), features from the
+    batch's first loss position on. Returns (features, head, columns).
 
-
-def _logits_in_loss_window(model, batch: TokenBatch) -> tuple[Tensor, Tensor, Tensor]:
-    """One forward over the columns some row uses (trailing padding cut); logits from the
-    batch's first loss position on (`logits_to_keep`). Returns (logits, targets, columns)."""
+    Right-padded rows (each row's tokens a prefix of it) need no attention mask: causal
+    attention never lets a token see the padding after it, and without a mask the attention
+    kernel can skip the blocks above the diagonal."""
     width, first = _loss_window(batch)
-    logits = model(
-        input_ids=batch.input_ids[:, :width],
-        attention_mask=batch.attention_mask[:, :width],
-        logits_to_keep=width - first,
-    ).logits[:, :-1]  # positions first … width − 2 predict tokens first + 1 … width − 1
-    columns = torch.arange(first, width - 1, device=logits.device).expand(len(batch), -1)
-    return logits, batch.input_ids[:, first + 1 : width], columns
+    ids, mask = batch.input_ids[:, :width], batch.attention_mask[:, :width]
+    lengths = mask.sum(-1, keepdim=True)
+    prefix = bool((mask == (torch.arange(width, device=mask.device) < lengths)).all())
+    features, head, _ = _forward(
+        model, input_ids=ids, attention_mask=None if prefix else mask, keep=width - first
+    )
+    features = features[:, :-1]  # positions first … width − 2 predict tokens first + 1 …
+    columns = torch.arange(first, width - 1, device=ids.device).expand(len(batch), -1)
+    return features, head, columns
 
 
 def _loss_window(batch: TokenBatch) -> tuple[int, int]:
@@ -139,15 +178,15 @@ def _prompt_keys(batch: TokenBatch) -> list[tuple[int, ...]]:
     return [tuple(row[:n]) for row, n in zip(batch.input_ids.tolist(), prompt_lengths, strict=True)]
 
 
-def _logits_after_prompts(
+def _features_after_prompts(
     model, batch: TokenBatch, keys: list[tuple[int, ...]]
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Callable, Tensor]:
     """Each distinct prompt's forward once, its KV cache copied to the rows that share it, and
-    the rows' continuations on top: the same logits as one forward over the full rows, with
+    the rows' continuations on top: the same features as one forward over the full rows, with
     (n − 1)·|prompt| fewer token positions for n rows sharing a prompt.
 
     Prompts are left-padded, continuations right-padded; positions are the tokens' positions
-    in their rows. Returns (logits, targets, columns) like `_logits_in_loss_window`.
+    in their rows. Returns (features, head, columns) like `_features_in_loss_window`.
     """
     device, length = batch.input_ids.device, batch.input_ids.shape[1]
     prompt_of = {key: i for i, key in enumerate(dict.fromkeys(keys))}
@@ -156,12 +195,13 @@ def _logits_after_prompts(
     width = max(len(p) for p in prompts)
     prompt_ids = torch.stack([F.pad(p, (width - len(p), 0)) for p in prompts])
     prompt_mask = torch.stack([F.pad(torch.ones_like(p), (width - len(p), 0)) for p in prompts])
-    prompt_out = model(
+    last, head, prompt_out = _forward(
+        model,
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
         position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
-        logits_to_keep=1,
+        keep=1,
     )
     cache = output_cache(prompt_out)
     for layer in cache.layers:  # index_select: its backward adds deterministically on the CPU,
@@ -171,17 +211,17 @@ def _logits_after_prompts(
     ends = batch.attention_mask.sum(-1)
     positions = starts[:, None] + torch.arange(int((ends - starts).max()), device=device)
     inside = positions < ends[:, None]
-    targets = batch.input_ids.gather(1, positions.clamp(max=length - 1))
-    out = model(
-        input_ids=targets,
+    continuation, _, _ = _forward(
+        model,
+        input_ids=batch.input_ids.gather(1, positions.clamp(max=length - 1)),
         attention_mask=torch.cat([prompt_mask[rows], inside.long()], dim=1),
         position_ids=positions,
         **{cache_kwarg(model): cache},
     )
     # The prompt's last position predicts continuation token 0; continuation position j, j + 1.
-    logits = torch.cat([prompt_out.logits.index_select(0, rows), out.logits[:, :-1]], dim=1)
+    features = torch.cat([last.index_select(0, rows), continuation[:, :-1]], dim=1)
     columns = torch.where(inside, positions - 1, length - 1)  # position predicting the token
-    return logits, targets, columns
+    return features, head, columns
 
 
 def micro_batches(num_rows: int, size: int) -> list[slice]:
@@ -190,20 +230,32 @@ def micro_batches(num_rows: int, size: int) -> list[slice]:
 
 
 def grouped_micro_batches(batch: TokenBatch, size: int) -> list[Tensor]:
-    """Row indices in micro-batches of at most `size`: rows that share a prompt together (their
-    prompt's forward is then shared), and longest rows first (less padding to compute).
+    """Row indices in micro-batches of at most `size` rows, each about as wide as its rows, and
+    rows that share a prompt together where that costs no padding.
+
+    A forward costs as much for padding as for tokens, and one long trajectory pads every row
+    of its micro-batch to its length. So rows are put in length classes [2^k, 2^(k+1)), longest
+    class first, and a micro-batch never spans two classes: padding stays under half of what is
+    computed. Inside a class, the rows of a prompt go together (they then share its forward,
+    `token_logprobs`), prompts by their longest row, rows longest first.
 
     Any grouping gives the same per-row log-probs, and the same losses when they are normalised
     by the mini-batch's global counts (`agg_loss`), up to float rounding.
     """
     keys, lengths = _prompt_keys(batch), batch.attention_mask.sum(-1).tolist()
-    longest: dict[tuple[int, ...], int] = {}
-    for key, n in zip(keys, lengths, strict=True):
-        longest[key] = max(longest.get(key, 0), n)
+    length_class = [max(n, 1).bit_length() for n in lengths]
+    longest: dict[tuple, int] = {}  # (class, prompt) → its longest row
+    for key, n, c in zip(keys, lengths, length_class, strict=True):
+        longest[c, key] = max(longest.get((c, key), 0), n)
     seen = {key: i for i, key in reversed(list(enumerate(keys)))}  # first row of each prompt
 
-    def rank(row: int) -> tuple[int, int, int]:
-        return -longest[keys[row]], seen[keys[row]], -lengths[row]
+    def rank(row: int) -> tuple[int, int, int, int]:
+        c, key = length_class[row], keys[row]
+        return -c, -longest[c, key], seen[key], -lengths[row]
 
-    order = sorted(range(len(batch)), key=rank)
-    return list(torch.tensor(order, dtype=torch.long).split(size))
+    parts: list[list[int]] = []
+    for row in sorted(range(len(batch)), key=rank):
+        if not parts or len(parts[-1]) == size or length_class[parts[-1][0]] != length_class[row]:
+            parts.append([])
+        parts[-1].append(row)
+    return [torch.tensor(part, dtype=torch.long) for part in parts]
