@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def _fake_pipeline(monkeypatch, calls: list):
     from dataclasses import asdict
 
     from toolrl.demo import experiments
-    from toolrl.demo.pipeline import DemoResult
+    from toolrl.demo.pipeline import DemoResult, resolved_recipes
 
     def run_demo(settings, say=print):
         calls.append((settings.out, settings.stitched, settings.teacher, tuple(settings.rl_overrides)))  # fmt: skip
@@ -60,7 +61,7 @@ def _fake_pipeline(monkeypatch, calls: list):
         summary = {"math": {"metrics": metrics}}
         record = {"k": 4, "benchmarks": ["math"], "rl_run_dir": run_name,
                   "stages": [{"name": s, "summary": summary} for s in ("sft", "rl")],
-                  "settings": asdict(settings)}  # fmt: skip
+                  "settings": asdict(settings), "recipes": resolved_recipes(settings)}  # fmt: skip
         return DemoResult(out, json.loads(json.dumps(record)))
 
     monkeypatch.setattr(experiments, "run_demo", run_demo)
@@ -90,3 +91,21 @@ def test_experiments_reuse_same_setting_runs_and_insights_reuses_rl_gain(tmp_pat
     assert set(result["runs"]) == {"real", "stitched", "grpo_t", "reactive"}
     rl_gain(tmp_path, [0, 1], base, fresh=True, say=lambda _: None)  # fresh: nothing reused
     assert [Path(c[0]).name for c in calls[-2:]] == ["seed0", "seed1"]
+
+
+def test_an_edited_recipe_is_not_mistaken_for_the_one_a_run_used(tmp_path, monkeypatch):
+    from toolrl.demo.experiments import rl_gain
+    from toolrl.demo.pipeline import DemoSettings
+
+    calls: list = []
+    _fake_pipeline(monkeypatch, calls)
+    recipe = tmp_path / "my_sft.yaml"
+    original = (Path(__file__).parents[2] / "recipes" / "tiny_sft.yaml").read_text()
+    recipe.write_text(original)
+    settings = DemoSettings(progress=False, sft_recipe=str(recipe))
+    rl_gain(tmp_path / "exp", [0], settings, say=lambda _: None)
+    rl_gain(tmp_path / "exp", [0], settings, say=lambda _: None)
+    assert len(calls) == 1  # same settings, same recipe: reused
+    recipe.write_text(re.sub(r"epochs: \d+", "epochs: 3", original))
+    rl_gain(tmp_path / "exp", [0], settings, say=lambda _: None)
+    assert len(calls) == 2  # same settings, edited recipe: run again

@@ -27,7 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from toolrl.demo.pipeline import DemoSettings, run_demo
+from toolrl.demo.pipeline import DemoSettings, resolved_recipes, run_demo
 
 GRPO_T = ["algorithm.clip_ratio_high=0.2", "reward.overlong_shaping=false"]
 REACTIVE_TEACHER = "scripted:toolrl.data.tasks.teacher:reactive_policy"
@@ -59,11 +59,12 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
 
 def run_once(settings: DemoSettings, record: Path, say=print) -> dict[str, Any]:
     """One pipeline run's record (`stages.json`'s content), kept at `record`: read back when it
-    was made with the same settings, else run and written there."""
+    was made with the same settings and recipes, else run and written there."""
     if record.is_file():
         earlier = json.loads(record.read_text())
-        if earlier.get("settings") == json.loads(json.dumps(asdict(settings))):
-            say(f"reusing {record} (same settings)")
+        wanted = {"settings": asdict(settings), "recipes": resolved_recipes(settings)}
+        if all(earlier.get(k) == json.loads(json.dumps(v)) for k, v in wanted.items()):
+            say(f"reusing {record} (same settings and recipes)")
             return earlier
     stages = run_demo(settings, say=say).stages
     record.parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,13 @@ def rl_config(settings: DemoSettings, out: Path, model: Path, train: Path) -> Co
     return _stage_config(settings.rl_recipe, "rl", settings.seed, out, model, train, settings.rl_overrides)  # fmt: skip
 
 
+def resolved_recipes(settings: DemoSettings) -> dict[str, Any]:
+    """The SFT and RL recipes as these settings resolve them (file contents and overrides): a
+    run's record keeps them, so an edited recipe is not mistaken for the one a run used."""
+    sft = load_config(settings.sft_recipe, settings.sft_overrides).to_dict()
+    return {"sft": sft, "rl": load_config(settings.rl_recipe, settings.rl_overrides).to_dict()}
+
+
 def _stage_config(
     recipe: str,
     run_name: str,
@@ -178,6 +185,7 @@ def run_demo(
         "timings": timings,
         "rl_run_dir": rl_cfg.trainer.run_name,
         "settings": asdict(settings),
+        "recipes": resolved_recipes(settings),
     }
     (out / "stages.json").write_text(json.dumps(record, indent=2) + "\n")
     return DemoResult(out, record)
