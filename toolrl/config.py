@@ -201,6 +201,11 @@ class TrainerConfig:
     verl's log_prob_micro_batch_size. A no-grad forward keeps no activations for a backward
     pass, so it fits more rows than a training micro-batch (4x micro_batch_size by default);
     lower it if this pass runs out of memory."""
+    update_threads: int = 0
+    """RL on the CPU: torch threads while old log-probs and policy updates run; 0 keeps the
+    process's setting, −1 uses every core. No sandbox runs in those phases, so on a small
+    machine where the rollout keeps cores free for the sandbox (`toolrl demo --threads`), the
+    updates can still use them all."""
     max_length: int = 16384
     """SFT: conversations are right-truncated to this many tokens (counted and reported)."""
     val_every: int = 10

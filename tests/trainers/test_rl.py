@@ -219,3 +219,31 @@ def test_kl_reference_is_the_starting_policy_frozen(tiny_dir, rl_data, tmp_path)
     trainer.step(0)  # the policy moves, the reference does not
     moved = any(not torch.equal(a, b) for a, b in zip(trainer.model.parameters(), ref.parameters(), strict=True))  # fmt: skip
     assert moved
+
+
+def test_updates_run_on_update_threads_and_the_rollout_keeps_its_own(rl_config, monkeypatch):
+    """`trainer.update_threads` applies to old log-probs and updates only: the rollout and the
+    reward (which run beside the sandbox) keep the process's thread count, restored after."""
+    seen: dict[str, int] = {}
+
+    def reward(trajectories):
+        seen["reward"] = torch.get_num_threads()
+        parity_reward(trajectories)
+
+    rl_config.trainer.update_threads = 2
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=reward)
+    update = trainer.update_policy
+
+    def recording_update(*args):
+        seen["update"] = torch.get_num_threads()
+        return update(*args)
+
+    monkeypatch.setattr(trainer, "update_policy", recording_update)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.step(0)
+        assert seen == {"reward": 1, "update": 2}
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from toolrl.config import Config
+from toolrl.trainers.model_io import torch_threads
 
 
 def tasks(settings, out: Path, cache) -> dict[str, Path]:
@@ -132,7 +132,7 @@ def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
     if cached and link.is_dir():
         return link
     shutil.rmtree(out / "sft", ignore_errors=True)
-    with _torch_threads(os.cpu_count() or 1):  # no sandbox runs during SFT: every core
+    with torch_threads(-1):  # no sandbox runs during SFT: every core
         run_dir = run_sft(config, device=settings.device)
     _link(link, latest_checkpoint(run_dir))
     cache.mark("sft", digest)
@@ -228,18 +228,6 @@ def _evaluate_with_bar(
             bar.update(task, advance=1, status=f"{name} avg@{config.eval.k} {avg:.2f}")
     (eval_dir / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
     return summaries
-
-
-@contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _quiet(config: Config, progress: bool) -> None:

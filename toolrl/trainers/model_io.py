@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -53,3 +56,15 @@ def load_policy(path: Path, model_cfg, *, device: str = "cpu", adapter_path: Pat
             )
             model = get_peft_model(model, lora)
     return model, tokenizer
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's CPU threads set to `count` inside the block (0: unchanged; −1: every core)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads((os.cpu_count() or 1) if count < 0 else count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

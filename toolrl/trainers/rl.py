@@ -46,6 +46,7 @@ from toolrl.trainers.batching import (
     pad_sequences,
     token_logprobs,
 )
+from toolrl.trainers.model_io import torch_threads
 from toolrl.types import Sample, Trajectory
 
 
@@ -132,10 +133,11 @@ class RLTrainer:
             if cfg.algorithm.filter_groups:
                 trained, advantages = drop_uniform_groups(trained, advantages)
             batch = self.collate(trained)
-            with timed(timing, "old_log_prob"):
-                old_logprobs, ref_logprobs = self.reference_logprobs(batch)
-            with timed(timing, "update"):
-                update_metrics = self.update_policy(batch, advantages, old_logprobs, ref_logprobs)
+            with torch_threads(cfg.trainer.update_threads):  # no sandbox runs from here on
+                with timed(timing, "old_log_prob"):
+                    old_logprobs, ref_logprobs = self.reference_logprobs(batch)
+                with timed(timing, "update"):
+                    update_metrics = self.update_policy(batch, advantages, old_logprobs, ref_logprobs)  # fmt: skip
         self.last_trajectories = trajectories
         metrics = rollout_metrics(trajectories)
         metrics["rollout/infra_masked"] = len(trajectories) - len(
