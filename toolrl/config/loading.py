@@ -1,0 +1,279 @@
+"""Recipes and overrides into a checked `Config`: YAML with `base:` inheritance, dotted
+command-line overrides, type checks against the schema, and errors that name the closest key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from toolrl.config.schema import SECTIONS, Config, ConfigError
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+# ----------------------------------------------------------------------------------------------
+# Building a Config from plain data
+
+
+def from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
+    """Build a checked Config from nested plain data (as read from YAML)."""
+    config = _build(Config, data, path="", source=source)
+    validate(config, source=source)
+    return config
+
+
+def _build(cls: type, data: Any, *, path: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: `{path or '<top>'}` must be a mapping of keys, got {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key `{key_path}`{_suggest(key, names, path)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, path=key_path, source=source)
+        else:
+            kwargs[key] = _check_type(value, hint, key_path, source)
+    return cls(**kwargs)
+
+
+def _suggest(key: str, names: list[str], path: str) -> str:
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+    prefix = f"{path}." if path else ""
+    if close:
+        return f"; did you mean `{prefix}{close[0]}`?"
+    return f"; valid keys: {', '.join(names)}"
+
+
+def _check_type(value: Any, hint: Any, path: str, source: str) -> Any:
+    """Return `value` if it fits `hint` (int is accepted for float), else raise with the key path."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: `{path}` must be {expected}, got {value!r} ({type(value).__name__})"
+        )
+
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _check_type(value, arg, path, source)
+            except ConfigError:
+                continue
+        raise fail(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail(f"a list of {args[0].__name__}")
+        return [_check_type(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return {
+            _check_type(k, args[0], f"{path} key", source): _check_type(
+                v, args[1], f"{path}.{k}", source
+            )
+            for k, v in value.items()
+        }
+    if hint is type(None):
+        if value is not None:
+            raise fail("null")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is float:
+        # YAML 1.1 reads `1e-6` (no dot) as a string; users mean a number.
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise ConfigError(f"{source}: `{path}` has an unsupported type {hint!r} (a toolrl bug)")
+
+
+def validate(config: Config, *, source: str = "<config>") -> None:
+    """Cross-field checks that a type cannot express; raise ConfigError naming the keys."""
+    a, r, ro, t = config.algorithm, config.reward, config.rollout, config.trainer
+    problems = []
+    if not 0 <= a.clip_ratio_low < 1:
+        problems.append("`algorithm.clip_ratio_low` must be in [0, 1)")
+    if a.clip_ratio_high < 0:
+        problems.append("`algorithm.clip_ratio_high` must be >= 0")
+    if a.clip_ratio_c <= 1:
+        problems.append("`algorithm.clip_ratio_c` must be > 1 (dual-clip bound c·|A|)")
+    if r.overlong_shaping and not 0 < r.overlong_buffer <= ro.max_response_length:
+        problems.append(
+            "`reward.overlong_buffer` must be in (0, rollout.max_response_length] "
+            f"(got {r.overlong_buffer} and {ro.max_response_length}): lower the buffer, "
+            "or set reward.overlong_shaping=false"
+        )
+    if ro.n < 1 or ro.max_turns < 1 or ro.max_parallel_calls < 1:
+        problems.append(
+            "`rollout.n`, `rollout.max_turns`, `rollout.max_parallel_calls` must be >= 1"
+        )
+    if not 0 < ro.top_p <= 1 or not 0 < config.eval.top_p <= 1:
+        problems.append("`rollout.top_p` and `eval.top_p` must be in (0, 1]")
+    if not 0 <= t.warmup_ratio < 1:
+        problems.append("`trainer.warmup_ratio` must be in [0, 1)")
+    if t.micro_batch_size < 1 or t.ppo_mini_batch_size < 1:
+        problems.append("`trainer.micro_batch_size` and `trainer.ppo_mini_batch_size` must be >= 1")
+    if t.logprob_micro_batch_size < 1:
+        problems.append("`trainer.logprob_micro_batch_size` must be >= 1")
+    if (
+        t.nodes < 1
+        or min(t.gpus_per_node, t.ranks_per_node, ro.num_workers, ro.sandbox_workers) < 0
+    ):
+        problems.append(
+            "`trainer.nodes` must be >= 1, and `trainer.gpus_per_node`, `trainer.ranks_per_node`, "
+            "`rollout.num_workers`, `rollout.sandbox_workers` >= 0"
+        )
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def check_rl(config: Config) -> None:
+    """Checks that only an RL run needs (SFT shares `data.train_batch_size` differently)."""
+    data, trainer = config.data, config.trainer
+    if data.train_batch_size % trainer.ppo_mini_batch_size:
+        raise ConfigError(
+            f"`data.train_batch_size` ({data.train_batch_size}) must be a multiple of "
+            f"`trainer.ppo_mini_batch_size` ({trainer.ppo_mini_batch_size}) for RL"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes and overrides
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML into nested plain data, resolving `base:` chains (child keys win)."""
+    path = resolve_recipe_path(path)
+    seen: list[Path] = []
+    return _load_with_bases(path, seen)
+
+
+def _load_with_bases(path: Path, seen: list[Path]) -> dict[str, Any]:
+    if path in seen:
+        chain = " -> ".join(str(p) for p in [*seen, path])
+        raise ConfigError(f"recipe `base:` chain loops: {chain}")
+    seen.append(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _load_with_bases((path.parent / base).resolve(), seen)
+    return _deep_merge(parent, data)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_recipe_path(name: str | Path) -> Path:
+    """A recipe path as given, or a name found in the repository's `recipes/` directory."""
+    candidates = [Path(name)]
+    if not str(name).endswith((".yaml", ".yml")):
+        candidates.append(Path(f"{name}.yaml"))
+    recipes_dir = Path(__file__).resolve().parents[2] / "recipes"  # toolrl/config/ → the repo
+    candidates += [recipes_dir / c.name for c in list(candidates)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(f"recipe not found: {name} (looked in ., and {recipes_dir})")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides to nested plain data; values are YAML scalars.
+
+    Keys are checked against the schema here so a typo fails before anything runs.
+    """
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"override `{item}` must look like section.key=value "
+                "(e.g. algorithm.clip_ratio_high=0.315)"
+            )
+        section, field_name = parts
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"override `{item}`: unknown section `{section}`"
+                + _suggest(section, list(SECTIONS), "")
+            )
+        hints = typing.get_type_hints(_section_cls(section))
+        if field_name not in hints:
+            raise ConfigError(
+                f"override `{item}`: unknown key `{key}`"
+                + _suggest(field_name, list(hints), section)
+            )
+        value = _check_type(
+            _parse_scalar(raw, hints[field_name]), hints[field_name], key, f"override `{item}`"
+        )
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"override `{item}`: section `{section}` is not a mapping")
+        data[section][field_name] = value
+    return data
+
+
+def _section_cls(name: str) -> type:
+    return typing.get_type_hints(Config)[name]
+
+
+def _parse_scalar(raw: str, hint: Any) -> Any:
+    # A string field keeps the text as typed, so `model.path=123` or `trainer.run_name=1e-3`
+    # stay strings; everything else is read as YAML (numbers, booleans, [lists], {maps}).
+    if hint is str:
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The resolved Config: the paper's defaults, then the recipe, then the overrides."""
+    data = load_recipe(recipe) if recipe is not None else {}
+    data = apply_overrides(data, overrides or [])
+    source = str(resolve_recipe_path(recipe)) if recipe is not None else "<defaults>"
+    return from_dict(data, source=source)
