@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -318,3 +319,45 @@ def test_an_engine_failure_reaches_every_trajectory_instead_of_hanging(tiny_toke
     agent = AgentLoop(Broken(tiny_tokenizer, solver), tiny_tokenizer, [EvalTool()], LoopSettings())
     with pytest.raises(RuntimeError, match="engine died"):
         agent.run([sample(0), sample(1)])
+
+
+class ThreadRecordingEngine(SteppedScriptEngine):
+    def serve(self, take, done):
+        self.threads = {*getattr(self, "threads", set()), threading.current_thread()}
+        super().serve(take, done)
+
+
+def test_run_decodes_on_the_calling_thread_and_arun_off_the_event_loop(tiny_tokenizer):
+    # `run` keeps the engine on the caller's thread, where the torch thread pool lives.
+    engine = ThreadRecordingEngine(tiny_tokenizer, solver)
+    agent = AgentLoop(engine, tiny_tokenizer, [EvalTool()], LoopSettings())
+    assert [t.stop_reason for t in agent.run([sample(0), sample(1)])] == ["answered"] * 2
+    assert engine.threads == {threading.current_thread()}
+
+    engine.threads = set()
+    trajs = asyncio.run(agent.arun([sample(0)]))
+    assert trajs[0].stop_reason == "answered"
+    assert len(engine.threads) == 1 and threading.current_thread() not in engine.threads
+
+
+def test_a_failing_trajectory_ends_the_driven_engine_and_reaches_the_caller(tiny_tokenizer):
+    def policy(context):
+        return "x" * 2000 + " \\boxed{2}"  # long enough to be decoding when the other fails
+
+    engine = SteppedScriptEngine(tiny_tokenizer, policy, step_s=0.001)
+    agent = AgentLoop(engine, tiny_tokenizer, [EvalTool()], LoopSettings(max_response_length=4096))
+
+    original = agent._generate
+
+    async def first_turn_fails(traj, scheduler):
+        if traj.sample.id == "q0":
+            await asyncio.sleep(0.2)  # q1 is decoding by now
+            raise ValueError("tool glue broke")
+        return await original(traj, scheduler)
+
+    agent._generate = first_turn_fails
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="tool glue broke"):
+        agent.run([sample(0), sample(1)])
+    assert time.monotonic() - started < 1.5  # the 2000-step turn of q1 was not waited for
+    assert "toolrl-agent-loop" not in {t.name for t in threading.enumerate()}

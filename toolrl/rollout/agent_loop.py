@@ -12,14 +12,23 @@ glue with mask 0. Model text is never re-tokenized: the response is the sampled 
 observation ids, so `prompt_ids + response_ids` is exactly what the model saw.
 
 No lockstep: all trajectories run as asyncio tasks. Generation requests go to a `BatchScheduler`
-that keeps the engine decoding in a worker thread; with a continuously batching engine (HF)
+that keeps the engine decoding off the event loop; with a continuously batching engine (HF)
 a request joins the running batch between decoding steps and returns the moment it finishes,
 so a trajectory goes to its tool while the others keep decoding.
+
+Which thread decodes matters on CPU. `run` keeps the engine on the calling thread and moves the
+event loop (trajectories, tools) to a helper thread. PyTorch's OpenMP pool belongs to the thread
+that made it: once one thread has a pool of several threads (the trainer's, on the main thread),
+a second thread's torch ops get a pool of their own, the threads of both outnumber the cores,
+and libgomp stops spinning between parallel regions; each op then waits for its workers to
+wake. Measured on 2 cores: the same 16-row decoding run took 1.7-2x as long on a worker thread
+as on the main thread (benchmarks/rollout.py: plain generation on each).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import threading
@@ -80,6 +89,10 @@ def settings_from_config(
     )
 
 
+class _Stopped(Exception):
+    """Raised into a driven engine's `serve` once the rollout it decodes for has ended."""
+
+
 class State(enum.Enum):
     GENERATE = "generate"
     CALL_TOOLS = "call_tools"
@@ -89,18 +102,26 @@ class State(enum.Enum):
 class BatchScheduler:
     """Feeds generation requests from many trajectories to the engine.
 
-    With an engine that batches continuously (has `serve`, like HFEngine) a worker thread keeps
-    one decoding batch running: requests join it between decoding steps and each result comes
-    back the moment its request finishes. Other engines get every waiting request as one
-    `generate` call. Either way the engine runs off the event loop, so tools run meanwhile.
+    With an engine that batches continuously (has `serve`, like HFEngine) one decoding batch
+    keeps running: requests join it between decoding steps and each result comes back the
+    moment its request finishes. It is served either by `drive()`, called from another thread
+    than the event loop's (`driven=True`; `AgentLoop.run` does this), or else by a worker thread
+    of the event loop's own. Other engines get every waiting request as one `generate` call in
+    a worker thread. Either way the engine runs off the event loop, so tools run meanwhile.
     """
 
-    def __init__(self, engine: Engine, max_batch_size: int = 256):
+    def __init__(self, engine: Engine, max_batch_size: int = 256, *, driven: bool = False):
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.continuous = hasattr(engine, "serve")
+        if driven and not self.continuous:
+            raise ValueError("only an engine with `serve` can be driven from another thread")
+        self.driven = driven
         self._inbox: deque[tuple[GenerationRequest, asyncio.Future]] = deque()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # driven: a request arrived, or `stop()`
+        self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._serving = False
         self._in_flight: set[asyncio.Future] = set()
         self._worker: asyncio.Task | None = None
@@ -108,12 +129,13 @@ class BatchScheduler:
         """Requests taken per engine call (batch mode) or per admission (continuous mode)."""
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._lock:
             self._inbox.append((request, future))
-            start = not self._serving
+            start = not self._serving and not self.driven
             self._serving = True
+            self._wake.notify()
         if start:
             self._worker = asyncio.create_task(
                 self._serve() if self.continuous else self._run_batches()
@@ -136,23 +158,56 @@ class BatchScheduler:
             self._serving = False
             return True
 
+    def _take_live(self, room: int):
+        if self._stopped:  # nobody waits any more: end the engine's `serve` early
+            raise _Stopped
+        # A request whose trajectory was cancelled is dropped instead of decoded.
+        return [(future, request) for request, future in self._take(room) if not future.done()]
+
+    def _done(self, future: asyncio.Future, result: GenerationResult) -> None:
+        """A result from the engine's thread, handed to the event loop's."""
+        if self._stopped:  # nobody waits any more: end the engine's `serve` early
+            raise _Stopped
+        self._call_in_loop(self._resolve, future, result)
+
+    def _call_in_loop(self, function, *args) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(function, *args)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            if not self._loop.is_closed():
+                raise
+
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def take(room: int):
-            # A request whose trajectory was cancelled is dropped instead of decoded.
-            return [(future, request) for request, future in self._take(room) if not future.done()]
-
-        def done(future: asyncio.Future, result: GenerationResult) -> None:
-            loop.call_soon_threadsafe(self._resolve, future, result)
-
         while True:
             try:
-                await asyncio.to_thread(self.engine.serve, take, done)
+                await asyncio.to_thread(self.engine.serve, self._take_live, self._done)
             except Exception as err:  # the engine failed: every waiting trajectory learns why
                 self._fail_all(err)
             if self._go_idle():
                 return
+
+    def drive(self) -> None:
+        """Serve the engine on the calling thread (not the event loop's) until `stop()`: whenever
+        requests are waiting, `engine.serve` runs until nothing is left to decode."""
+        while True:
+            with self._wake:
+                while not self._inbox and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+            try:
+                self.engine.serve(self._take_live, self._done)
+            except _Stopped:
+                return
+            except Exception as err:  # the engine failed: every waiting trajectory learns why
+                self._call_in_loop(self._fail_all, err)
+
+    def stop(self) -> None:
+        """End `drive()` (from any thread); requests still waiting are not decoded."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
 
     async def _run_batches(self) -> None:
         while True:
@@ -206,12 +261,56 @@ class AgentLoop:
         self.eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
 
     def run(self, samples: list[Sample], n: int = 1) -> list[Trajectory]:
-        """Blocking entry point: `asyncio.run(self.arun(...))`."""
-        return asyncio.run(self.arun(samples, n))
+        """Roll out every sample n times (blocking); results in (sample, group_index) order.
+
+        A continuously batching engine decodes on this thread while the event loop runs on a
+        helper thread (see the module docstring); other engines go through `arun`."""
+        if not hasattr(self.engine, "serve"):
+            return asyncio.run(self.arun(samples, n))
+        scheduler = BatchScheduler(self.engine, self.settings.max_batch_size, driven=True)
+        outcome: dict[str, Any] = {}
+        started = threading.Event()
+
+        async def coordinate() -> list[Trajectory]:
+            outcome["loop"], outcome["task"] = asyncio.get_running_loop(), asyncio.current_task()
+            started.set()
+            return await self._arun(samples, n, scheduler)
+
+        def event_loop() -> None:
+            try:
+                outcome["trajectories"] = asyncio.run(coordinate())
+            except BaseException as err:  # re-raised on the calling thread
+                outcome["error"] = err
+            finally:
+                started.set()
+                scheduler.stop()
+
+        thread = threading.Thread(target=event_loop, name="toolrl-agent-loop", daemon=True)
+        thread.start()
+        started.wait()
+        try:
+            scheduler.drive()
+        except BaseException:  # interrupted while decoding: cancel the trajectories, then re-raise
+            if "task" in outcome:
+                with contextlib.suppress(RuntimeError):  # the loop may have closed meanwhile
+                    outcome["loop"].call_soon_threadsafe(outcome["task"].cancel)
+            thread.join()
+            raise
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["trajectories"]
 
     async def arun(self, samples: list[Sample], n: int = 1) -> list[Trajectory]:
-        """Roll out every sample n times; results in (sample, group_index) order."""
-        scheduler = BatchScheduler(self.engine, self.settings.max_batch_size)
+        """Roll out every sample n times from a running event loop (the engine decodes on one of
+        its worker threads); results in (sample, group_index) order."""
+        return await self._arun(
+            samples, n, BatchScheduler(self.engine, self.settings.max_batch_size)
+        )
+
+    async def _arun(
+        self, samples: list[Sample], n: int, scheduler: BatchScheduler
+    ) -> list[Trajectory]:
         tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
         trajectories = [self.start(sample, k) for sample in samples for k in range(n)]
         try:

@@ -44,7 +44,9 @@ class Engine(Protocol):
 
 
 Take = Callable[[int], list[tuple[Hashable, GenerationRequest]]]
-"""A continuous engine's source of work: `take(room)` hands over up to `room` (key, request)."""
+"""A continuous engine's source of work: `take(room)` hands over up to `room` (key, request).
+Engines call it between every two steps, also when `room` is 0, because it may raise to end
+`serve` early (the rollout it decodes for has ended); the exception goes to `serve`'s caller."""
 Done = Callable[[Hashable, GenerationResult], None]
 """Called with a request's key and result the moment it finishes."""
 

@@ -207,8 +207,7 @@ class HFEngine:
             self.prefixes.clear()
         batch: _Running | None = None
         while True:
-            room = self.max_batch_size - (len(batch) if batch else 0)
-            new = take(room) if room > 0 else []
+            new = take(max(0, self.max_batch_size - (len(batch) if batch else 0)))
             if new:
                 batch = self._admit(batch, new)
             if batch is None:

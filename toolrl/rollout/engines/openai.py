@@ -158,8 +158,7 @@ class OpenAIEngine:
         in_flight: dict[Future, Hashable] = {}
         try:
             while True:
-                room = self.max_concurrency - len(in_flight)
-                for key, request in take(room) if room > 0 else []:
+                for key, request in take(max(0, self.max_concurrency - len(in_flight))):
                     in_flight[pool.submit(self._one, request)] = key
                 if not in_flight:
                     return
