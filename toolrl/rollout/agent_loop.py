@@ -28,7 +28,6 @@ as on the main thread (benchmarks/rollout.py: plain generation on each).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import hashlib
 import threading
@@ -90,7 +89,8 @@ def settings_from_config(
 
 
 class _Stopped(Exception):
-    """Raised into a driven engine's `serve` once the rollout it decodes for has ended."""
+    """Raised from `take` into a driven engine's `serve` once the rollout it decodes for has
+    ended."""
 
 
 class State(enum.Enum):
@@ -166,8 +166,6 @@ class BatchScheduler:
 
     def _done(self, future: asyncio.Future, result: GenerationResult) -> None:
         """A result from the engine's thread, handed to the event loop's."""
-        if self._stopped:  # nobody waits any more: end the engine's `serve` early
-            raise _Stopped
         self._call_in_loop(self._resolve, future, result)
 
     def _call_in_loop(self, function, *args) -> None:
@@ -272,7 +270,7 @@ class AgentLoop:
         started = threading.Event()
 
         async def coordinate() -> list[Trajectory]:
-            outcome["loop"], outcome["task"] = asyncio.get_running_loop(), asyncio.current_task()
+            scheduler._loop, outcome["task"] = asyncio.get_running_loop(), asyncio.current_task()
             started.set()
             return await self._arun(samples, n, scheduler)
 
@@ -292,8 +290,7 @@ class AgentLoop:
             scheduler.drive()
         except BaseException:  # interrupted while decoding: cancel the trajectories, then re-raise
             if "task" in outcome:
-                with contextlib.suppress(RuntimeError):  # the loop may have closed meanwhile
-                    outcome["loop"].call_soon_threadsafe(outcome["task"].cancel)
+                scheduler._call_in_loop(outcome["task"].cancel)
             thread.join()
             raise
         thread.join()
