@@ -11,8 +11,9 @@ not arithmetic. This forward computes the same function with fewer, larger ops:
                 x ← x + W_down · (silu(h' W_gateᵀ) ⊙ h' W_upᵀ),  h' = RMSNorm(x)
     logits = RMSNorm(x) · W_lmᵀ
 
-- q/k/v and gate/up are fused into one matmul each. The fused weights are copies, so they are
-  rebuilt whenever a parameter was replaced or its in-place version counter moved
+- q/k/v and gate/up are fused into one matmul each, and on the CPU every matmul's weight is
+  packed for oneDNN (`_Linear`). The fused and packed weights are copies, so they are rebuilt
+  whenever a parameter was replaced or its in-place version counter moved
   (`load_state_dict`, most optimizers); `refresh()` checks that cheaply at each `serve`. Not every
   in-place update moves the counter (`torch.optim.AdamW(fused=True)` does not), so whoever
   trains the model also says so: `refresh(force=True)`, through `HFEngine.weights_changed()`.
@@ -36,6 +37,7 @@ from torch import Tensor
 SUPPORTED_MODELS = ("Qwen2ForCausalLM", "Qwen3ForCausalLM")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq and scaling never change
 GROWTH = 128  # cache columns added at a time
+PACKED_HEAD_MAX = 1 << 24  # LM heads up to 64 MiB in float32 get a packed copy (`_Linear`)
 
 
 def supports(model) -> bool:
@@ -165,19 +167,45 @@ class KVCache:
         return self
 
 
+class _Linear:
+    """y = x·Wᵀ + b. On the CPU in float32 the weight is also kept in oneDNN's blocked layout
+    (packed once per weight version): its matmuls are 10-35% faster than `F.linear` at the
+    decode's few rows (benchmarks/train_step.py: the rollout of a step 20-25% faster). The
+    packed copy costs the weight's memory again; `pack=False` (a large LM head) skips it."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, pack: bool = True):
+        self.weight, self.bias, self.packed = weight, bias, None
+        if pack and _can_pack(weight):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 32)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias)
+        flat = x.reshape(-1, x.shape[-1])
+        y = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def _can_pack(weight: Tensor) -> bool:
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
 @dataclass
 class _Layer:
     input_norm: Tensor
-    qkv_weight: Tensor  # [(q_heads + 2·kv_heads)·head_dim, hidden]
-    qkv_bias: Tensor | None
+    qkv: _Linear  # weight [(q_heads + 2·kv_heads)·head_dim, hidden]
     qk_norm: (
         Tensor | None
     )  # [q_heads + kv_heads, head_dim]: q_norm's weight per q head, then k_norm's
-    o_proj: Tensor
-    o_bias: Tensor | None
+    o_proj: _Linear
     post_norm: Tensor
-    gate_up: Tensor  # [2·intermediate, hidden]
-    down: Tensor
+    gate_up: _Linear  # weight [2·intermediate, hidden]
+    down: _Linear
 
 
 class FastDecoder:
@@ -207,6 +235,8 @@ class FastDecoder:
             return False
         with torch.no_grad():
             self._layers = [self._fuse(layer) for layer in self.model.model.layers]
+            head = self.model.lm_head.weight
+            self._head = _Linear(head, pack=head.numel() <= PACKED_HEAD_MAX)
         self._key = key
         return True
 
@@ -226,14 +256,12 @@ class FastDecoder:
             )
         return _Layer(
             input_norm=layer.input_layernorm.weight,
-            qkv_weight=torch.cat([p.weight for p in projections]),
-            qkv_bias=bias,
+            qkv=_Linear(torch.cat([p.weight for p in projections]), bias),
             qk_norm=qk_norm,
-            o_proj=attn.o_proj.weight,
-            o_bias=attn.o_proj.bias,
+            o_proj=_Linear(attn.o_proj.weight, attn.o_proj.bias),
             post_norm=layer.post_attention_layernorm.weight,
-            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-            down=mlp.down_proj.weight,
+            gate_up=_Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+            down=_Linear(mlp.down_proj.weight),
         )
 
     @torch.no_grad()
@@ -308,11 +336,11 @@ class FastDecoder:
         for index, layer in enumerate(self._layers):
             x = self._layer(layer, x, cos, sin, cache.layer(index), cache, columns, mask)
         last = _rms_norm(x[:, -1], base.norm.weight, self.eps)
-        return F.linear(last, self.model.lm_head.weight).float()
+        return self._head(last).float()
 
     def _layer(self, w: _Layer, x, cos, sin, kv: Tensor, cache: KVCache, columns, mask) -> Tensor:
         rows, length, _ = x.shape
-        qkv = F.linear(_rms_norm(x, w.input_norm, self.eps), w.qkv_weight, w.qkv_bias)
+        qkv = w.qkv(_rms_norm(x, w.input_norm, self.eps))
         qkv = qkv.view(rows, length, -1, self.head_dim)
         qk, v = qkv.split([self.q_heads + self.kv_heads, self.kv_heads], dim=2)
         if w.qk_norm is not None:
@@ -332,9 +360,9 @@ class FastDecoder:
             enable_gqa=True,
         )
         attention = attention.transpose(1, 2).reshape(rows, length, -1)
-        x = x + F.linear(attention, w.o_proj, w.o_bias)
-        gate, up = F.linear(_rms_norm(x, w.post_norm, self.eps), w.gate_up).chunk(2, dim=-1)
-        return x + F.linear(F.silu(gate) * up, w.down)
+        x = x + w.o_proj(attention)
+        gate, up = w.gate_up(_rms_norm(x, w.post_norm, self.eps)).chunk(2, dim=-1)
+        return x + w.down(F.silu(gate) * up)
 
     def _rope(self, positions: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         """cos and signed sin [B, T, 1, head_dim] for `positions`, from a table grown on demand."""
@@ -364,8 +392,13 @@ class FastDecoder:
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """RMSNorm as transformers' Qwen modules compute it: w · x / √(mean(x²) + ε), in float32.
 
-    (Cheaper here than `F.rms_norm`, which copies its input and output on the CPU.)
+    A float32 input takes torch's fused kernel (one op instead of six; the same arithmetic);
+    other dtypes are normalised in float32 and cast back before the weight, as transformers does.
     """
+    if x.dtype == torch.float32:
+        if weight.dim() == 1:
+            return F.rms_norm(x, weight.shape, weight, eps)
+        return F.rms_norm(x, x.shape[-1:], None, eps) * weight  # a weight per head
     normed = x.float()
     normed = normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + eps)
     return weight * normed.to(x.dtype)
