@@ -73,8 +73,8 @@ class ScriptedTokens:
                 forced.append((key, request))
             return forced
 
-        def forced_sample(logits, requests, generators):
-            real_sample(logits, requests, generators)  # the real sampler's work, then the script
+        def forced_sample(logits, requests, noises):
+            real_sample(logits, requests, noises)  # the real sampler's work, then the script
             chosen = torch.tensor([next(scripts[id(r)][1]) for r in requests])
             temperature = torch.tensor([r.temperature for r in requests])[:, None]
             logprobs = torch.log_softmax(logits / temperature, dim=-1)

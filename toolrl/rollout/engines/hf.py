@@ -13,8 +13,8 @@ row's cache is kept under its tokens; the next turn's prompt is that conversatio
 tool's observation, so only the observation is prefilled. (FastDecoder path only.)
 
 Sampling is reproducible per request: each request's noise comes from its own seeded generator
-(Gumbel-max over the truncated distribution, which is exactly sampling from it), so a request's
-tokens do not depend on what else shares its batch.
+(Gumbel-max over the truncated distribution, which is exactly sampling from it; `GumbelNoise`),
+so a request's tokens do not depend on what else shares its batch.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class _Running:
     logits: torch.Tensor  # [B, V]: the distribution of each row's next token
     keys: list[Hashable]
     requests: list[GenerationRequest]
-    generators: list[torch.Generator]
+    noises: list[GumbelNoise]
     tokens: list[list[int]] = field(default_factory=list)
     logprobs: list[list[float]] = field(default_factory=list)
 
@@ -59,7 +59,7 @@ class _Running:
         order = self.cache.keep(rows)
         index = torch.tensor(order, device=self.logits.device)
         self.next_position, self.logits = self.next_position[index], self.logits[index]
-        for name in ("keys", "requests", "generators", "tokens", "logprobs"):
+        for name in ("keys", "requests", "noises", "tokens", "logprobs"):
             values = getattr(self, name)
             setattr(self, name, [values[r] for r in order])
         return order
@@ -72,7 +72,7 @@ class _Running:
             logits=torch.cat([self.logits, other.logits]),
             keys=self.keys + other.keys,
             requests=self.requests + other.requests,
-            generators=self.generators + other.generators,
+            noises=self.noises + other.noises,
             tokens=self.tokens + other.tokens,
             logprobs=self.logprobs + other.logprobs,
         )
@@ -266,14 +266,14 @@ class HFEngine:
             logits=logits,
             keys=[k for k, _, _ in new],
             requests=requests,
-            generators=[self._generator(r) for r in requests],
+            noises=[self._noise(r) for r in requests],
             tokens=[[] for _ in requests],
             logprobs=[[] for _ in requests],
         )
 
     def _step(self, batch: _Running, done: Done) -> _Running | None:
         """Sample one token per row, hand back finished rows, decode the rest one position."""
-        chosen, chosen_logprobs = sample(batch.logits, batch.requests, batch.generators)
+        chosen, chosen_logprobs = sample(batch.logits, batch.requests, batch.noises)
         keep = []
         sampled = zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
         for row, (token, logprob) in enumerate(sampled):
@@ -301,11 +301,11 @@ class HFEngine:
         batch.next_position = batch.next_position + 1
         return batch
 
-    def _generator(self, request: GenerationRequest) -> torch.Generator:
+    def _noise(self, request: GenerationRequest) -> GumbelNoise:
         seed = request.seed
         if seed is None:
             seed = int(torch.randint(2**62, (1,), generator=self._seeds))
-        return torch.Generator().manual_seed(seed)
+        return GumbelNoise(seed)
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         if any(not s for s in sequences):
@@ -386,8 +386,36 @@ class _HFCache:
         return _HFCache(self.cache, mask)
 
 
+class GumbelNoise:
+    """One request's sampling noise: standard Gumbel draws −log(−log u), u ~ U(0, 1), from its
+    own generator seeded with the request's seed.
+
+    Draws are made for a block of steps at once (one generator call and one transform per block
+    instead of per step); a block is at most `BLOCK_BYTES`, so a large vocabulary gets one step
+    a block. The stream depends only on the seed, not on the batch the request is decoded in.
+    """
+
+    BLOCK_BYTES = 1 << 18
+    MAX_STEPS = 32
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.block: torch.Tensor | None = None
+        self.used = 0
+
+    def next(self, vocab: int) -> torch.Tensor:
+        """The next step's noise over `vocab` tokens, [vocab] (on the CPU)."""
+        if self.block is None or self.used == len(self.block):
+            steps = max(1, min(self.MAX_STEPS, self.BLOCK_BYTES // (4 * vocab)))
+            uniform = torch.rand(steps, vocab, generator=self.generator)
+            self.block = uniform.clamp_(1e-20, 1.0 - 1e-7).log_().neg_().log_().neg_()
+            self.used = 0
+        self.used += 1
+        return self.block[self.used - 1]
+
+
 def sample(
-    logits: torch.Tensor, requests: list[GenerationRequest], generators: list[torch.Generator]
+    logits: torch.Tensor, requests: list[GenerationRequest], noises: list[GumbelNoise]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row; return it and its log-prob under log_softmax(logits / T).
 
@@ -396,26 +424,28 @@ def sample(
     is what the trainer recomputes.
     """
     temperature = torch.tensor([max(r.temperature, 1e-6) for r in requests], device=logits.device)
-    scaled = logits / temperature[:, None]
-    logprobs = torch.log_softmax(scaled, dim=-1)
+    logprobs = torch.log_softmax(logits / temperature[:, None], dim=-1)
+    vocab = logits.shape[-1]
+    gumbel = torch.stack([noise.next(vocab) for noise in noises]).to(logits.device)
+    score = logprobs + gumbel
+    if any(r.temperature == 0 for r in requests):
+        greedy = torch.tensor([r.temperature == 0 for r in requests], device=logits.device)
+        score = torch.where(greedy[:, None], logprobs, score)
     allowed = truncation_mask(logprobs, requests)
-    noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in generators]).to(
-        logits.device
-    )
-    gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0 - 1e-7)))
-    greedy = torch.tensor([r.temperature == 0 for r in requests], device=logits.device)
-    score = torch.where(greedy[:, None], logprobs, logprobs + gumbel).masked_fill(
-        ~allowed, float("-inf")
-    )
+    if allowed is not None:
+        score = score.masked_fill(~allowed, float("-inf"))
     chosen = score.argmax(dim=-1)
     return chosen, logprobs.gather(-1, chosen[:, None]).squeeze(-1)
 
 
-def truncation_mask(logprobs: torch.Tensor, requests: list[GenerationRequest]) -> torch.Tensor:
-    """True where a token survives top-k and top-p (the most likely token always survives)."""
-    allowed = torch.ones_like(logprobs, dtype=torch.bool)
+def truncation_mask(
+    logprobs: torch.Tensor, requests: list[GenerationRequest]
+) -> torch.Tensor | None:
+    """True where a token survives top-k and top-p (the most likely token always survives);
+    None when no request truncates."""
     if all(r.top_k <= 0 and r.top_p >= 1.0 for r in requests):
-        return allowed
+        return None
+    allowed = torch.ones_like(logprobs, dtype=torch.bool)
     sorted_lp, order = logprobs.sort(dim=-1, descending=True)
     ranks = torch.arange(logprobs.shape[-1], device=logprobs.device)
     top_k = torch.tensor(
