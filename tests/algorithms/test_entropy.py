@@ -1,4 +1,5 @@
-"""entropy_from_logits: the naive formula, its gradient, chunking, and extreme logits."""
+"""entropy_from_logits and entropy_from_log_probs: the naive formula, its gradient, chunking,
+and extreme logits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolrl.algorithms.losses import entropy_from_logits
+from toolrl.algorithms.losses import entropy_from_log_probs, entropy_from_logits
 
 
 def naive_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -70,3 +71,17 @@ def test_no_rows_and_bad_chunk_size():
     assert entropy_from_logits(torch.zeros(0, 5)).shape == (0,)
     with pytest.raises(ValueError, match="chunk_size"):
         entropy_from_logits(torch.zeros(2, 5), chunk_size=0)
+
+
+def test_from_log_probs_equals_from_logits_with_banned_and_extreme_tokens():
+    """The trainer's path (entropy of log_softmax) agrees with the logits path, including a
+    −inf logit (p = 0 contributes 0, not NaN) and logits ~1e4 apart."""
+    logits = torch.tensor(
+        [[0.0, 0.0, 0.0, 0.0], [5.0, 5.0, -math.inf, -math.inf], [1e4, 1e4, -1e4, 0.0]]
+    )
+    got = entropy_from_log_probs(torch.log_softmax(logits, dim=-1))
+    torch.testing.assert_close(got, torch.tensor([math.log(4), math.log(2), math.log(2)]))
+    random = torch.randn(6, 300, generator=torch.Generator().manual_seed(0)) * 3
+    torch.testing.assert_close(
+        entropy_from_log_probs(torch.log_softmax(random, dim=-1)), entropy_from_logits(random)
+    )

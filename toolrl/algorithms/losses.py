@@ -293,6 +293,17 @@ def _entropy_rows(logits: Tensor) -> Tensor:
     return torch.logsumexp(shifted, dim=-1) - (probs * shifted).sum(dim=-1)
 
 
+def entropy_from_log_probs(log_probs: Tensor) -> Tensor:
+    """Entropy of a normalised distribution given as log-probabilities: H = −Σ p log p.
+
+    [..., V] → [...]. For callers that already hold log_softmax(z) (the trainer does, to read
+    the sampled tokens' log-probs): four passes over [..., V] instead of the ten of
+    `entropy_from_logits`. Tokens with p = 0 (log p = −inf) contribute 0.
+    """
+    finite = log_probs.clamp(min=torch.finfo(log_probs.dtype).min)
+    return -(log_probs.exp() * finite).sum(dim=-1)
+
+
 def entropy_from_logits(logits: Tensor, chunk_size: int = 1024) -> Tensor:
     """Entropy of softmax(logits) over the last dim: H = −Σ p log p = logsumexp(z) − Σ softmax(z)·z.
 

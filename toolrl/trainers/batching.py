@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from toolrl.algorithms import entropy_from_logits
+from toolrl.algorithms import entropy_from_log_probs
 from toolrl.models.compat import cache_kwarg, output_cache
 
 
@@ -97,14 +97,18 @@ def token_logprobs(
     read = F.pad(batch.loss_mask, (0, 1)).gather(1, columns).bool()
     rows, at = read.nonzero(as_tuple=True)
     positions = columns[rows, at]
-    logits = head(features[rows, at]).float() / temperature  # [N, V]
+    logits = head(features[rows, at]).float()  # [N, V]
+    if temperature != 1.0:  # a pass over [N, V] forward and backward: not for nothing
+        logits = logits / temperature
+    all_logprobs = torch.log_softmax(logits, dim=-1)
     targets = batch.input_ids[rows, positions + 1]
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    logprobs = all_logprobs.gather(-1, targets[:, None]).squeeze(-1)
     place = logprobs.new_zeros(len(batch), length)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            entropy = place.index_put((rows, positions), entropy_from_logits(logits))[:, :-1]
+            entropy = entropy_from_log_probs(all_logprobs.detach())
+            entropy = place.index_put((rows, positions), entropy)[:, :-1]
     return place.index_put((rows, positions), logprobs)[:, :-1], entropy
 
 
