@@ -13,10 +13,16 @@ toolrl runs twice: recomputing the old log-probs with a forward before the updat
 (`algorithm.old_log_probs=rollout`: the engine reports log_softmax(logits / T) of the same fp32
 model, so the forward is redundant here; TRL has no such option for its own generation).
 
-Prints toolrl's time split (rollout, reward, old log-probs, update), the step times, the
-completion-token throughput of each and the ratios. Target: toolrl >= 1.5x TRL.
+The three runs are repeated in interleaved rounds (toolrl recompute, toolrl rollout, TRL; again),
+each round a fresh trainer with its own warm-up step, and each one's step time is the median
+over its rounds: a shared host's slow minute then slows one round of every run, not every round
+of one run.
 
-Run: .venv/bin/python benchmarks/train_step.py [--steps 3]   (needs `pip install trl`: make bench)
+Prints toolrl's time split (rollout, reward, old log-probs, update), the step times, the
+completion-token throughput of each, the ratios, and each round's ratios. Target: toolrl >= 1.5x
+TRL.
+
+Run: .venv/bin/python benchmarks/train_step.py [--steps 3] [--rounds 3]   (needs trl: make bench)
 """
 
 from __future__ import annotations
@@ -168,19 +174,26 @@ def run_trl(model_dir: Path, rows: list[dict], out: Path, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every run")
     args = parser.parse_args()
     torch.set_num_threads(2)
     from toolrl.models.tiny import write_tiny
 
+    sources = ("recompute", "rollout")
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = write_tiny(tmp / "tiny", seed=0)
         rows = write_prompts(tmp / "prompts.jsonl")
-        ours = {
-            source: run_toolrl(model_dir, tmp / "prompts.jsonl", tmp / source, args.steps, source)
-            for source in ("recompute", "rollout")
-        }
-        trl = run_trl(model_dir, rows, tmp / "trl", args.steps)
+        for r in range(args.rounds):
+            runs = {
+                s: run_toolrl(model_dir, tmp / "prompts.jsonl", tmp / f"{s}{r}", args.steps, s)
+                for s in sources
+            }
+            runs["trl"] = run_trl(model_dir, rows, tmp / f"trl{r}", args.steps)
+            rounds.append(runs)
+    ours = {s: median_run([r[s] for r in rounds]) for s in sources}
+    trl = median_run([r["trl"] for r in rounds])
     print(
         f"\nOne GRPO step: {PROMPTS} prompts x {GROUP} completions, <= {MAX_COMPLETION} tokens, 4 updates, tiny Qwen3, CPU"
     )
@@ -193,6 +206,19 @@ def main() -> None:
         split, ratio = run["split"], trl["step_s"] / run["step_s"]
         print(f"toolrl split ({source}): " + ", ".join(f"{k} {split[k]:.2f}s" for k in ("rollout", "reward", "old_log_prob", "update")))  # fmt: skip
         print(f"step throughput ratio toolrl ({source})/TRL: {ratio:.2f}x (target >= 1.5x) {'OK' if ratio >= 1.5 else 'BELOW TARGET'}")  # fmt: skip
+    for r, runs in enumerate(rounds):
+        print(f"round {r}: TRL {runs['trl']['step_s']:.2f}s; " + ", ".join(f"{s} {runs[s]['step_s']:.2f}s ({runs['trl']['step_s'] / runs[s]['step_s']:.2f}x)" for s in sources))  # fmt: skip
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The median over rounds of each timing (step, split, throughput)."""
+    out = {
+        "step_s": statistics.median(r["step_s"] for r in runs),
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+    }
+    if "split" in runs[0]:
+        out["split"] = {k: statistics.median(r["split"][k] for r in runs) for k in runs[0]["split"]}
+    return out
 
 
 if __name__ == "__main__":
