@@ -69,6 +69,40 @@ def test_a_step_moves_the_policy_in_the_direction_of_the_advantage(rl_config):
         assert name in metrics, name
 
 
+def mean_entropy(model, batch):
+    with torch.no_grad():
+        _, entropy = token_logprobs(model, batch, with_entropy=True)
+    return float((entropy * batch.loss_mask).sum() / batch.loss_mask.sum())
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 1.0])
+def test_entropy_bonus_raises_the_entropy_when_rewards_carry_no_signal(rl_config, entropy_coef):
+    """Equal rewards give zero advantages: the policy loss has no gradient, so only the
+    entropy bonus (algorithm.entropy_coef) moves the policy, towards higher entropy."""
+    rl_config.algorithm.entropy_coef = entropy_coef
+    rl_config.trainer.weight_decay = 0.0
+
+    def equal_rewards(trajectories):
+        for t in trajectories:
+            t.reward, t.reward_info = 0.0, {"score": 0.0}
+
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=equal_rewards)
+    original_step, captured = trainer.update_policy, {}
+
+    def spy(batch, advantages, old, ref):
+        captured.update(batch=batch, before=mean_entropy(trainer.model, batch))
+        return original_step(batch, advantages, old, ref)
+
+    trainer.update_policy = spy
+    metrics = trainer.step(0)
+    change = mean_entropy(trainer.model, captured["batch"]) - captured["before"]
+    if entropy_coef:
+        assert change > 1e-3
+        assert metrics["actor/entropy_loss"] == pytest.approx(metrics["actor/entropy"], rel=1e-4)
+    else:
+        assert abs(change) < 1e-6 and "actor/entropy_loss" not in metrics
+
+
 def test_rollout_log_probs_are_the_old_log_probs_the_trainer_recomputes(rl_config):
     """`algorithm.old_log_probs=rollout` reuses the engine's log-probs: on the trained tokens
     they equal the trainer's forward, and a step with them trains as the recomputing one."""

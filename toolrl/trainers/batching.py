@@ -72,10 +72,15 @@ def pad_sequences(
 
 
 def token_logprobs(
-    model, batch: TokenBatch, *, temperature: float = 1.0, with_entropy: bool = False
+    model,
+    batch: TokenBatch,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """log π(x_{t+1} | x_{≤t}) where a masked loss reads it, [B, L − 1] (and the entropy there,
-    detached); 0 where `loss_mask` is 0.
+    detached unless `entropy_grad`, for an entropy bonus); 0 where `loss_mask` is 0.
 
     Logits are divided by the rollout temperature, so these are the log-probs of the
     distribution the tokens were sampled from (before top-p / top-k truncation).
@@ -105,9 +110,9 @@ def token_logprobs(
     logprobs = all_logprobs.gather(-1, targets[:, None]).squeeze(-1)
     place = logprobs.new_zeros(len(batch), length)
     entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_log_probs(all_logprobs.detach())
+    if with_entropy or entropy_grad:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_log_probs(all_logprobs)
             entropy = place.index_put((rows, positions), entropy)[:, :-1]
     return place.index_put((rows, positions), logprobs)[:, :-1], entropy
 

@@ -286,7 +286,11 @@ class RLTrainer:
         for micro in micros:  # a rank with no rows in this mini-batch still joins the reductions
             part = mini.select(micro)
             logprobs, entropy = token_logprobs(
-                self.model, part, temperature=self.config.rollout.temperature, with_entropy=True
+                self.model,
+                part,
+                temperature=self.config.rollout.temperature,
+                with_entropy=True,
+                entropy_grad=self.config.algorithm.entropy_coef > 0,
             )
             if old_logprobs[micro].isnan().all():  # on-policy rows (see reference_logprobs)
                 old_logprobs[micro] = logprobs.detach()
@@ -326,8 +330,12 @@ class RLTrainer:
         share = float(mask.sum() / norms["global_num_tokens"].clamp(min=1))
         stats = {
             "actor/pg_loss": float(loss.detach()),
-            "actor/entropy": float(agg_loss(entropy, mask, "token-mean")) * share,
+            "actor/entropy": float(agg_loss(entropy.detach(), mask, "token-mean")) * share,
         }
+        if alg.entropy_coef > 0:  # a bonus: maximising entropy is minimising its negative
+            entropy_loss = agg_loss(entropy, mask, alg.loss_agg_mode, **norms)
+            loss = loss - alg.entropy_coef * entropy_loss
+            stats["actor/entropy_loss"] = float(entropy_loss.detach())
         for name in CLIP_METRICS:
             stats[f"actor/{name}"] = float(metrics[name]) * share
         if ref_logprobs is not None and alg.kl_coef > 0:
