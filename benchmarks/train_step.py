@@ -4,16 +4,18 @@ Both train the same checkpoint on the same prompts with the same shape of step:
   8 prompts × 4 completions = 32 trajectories, up to 128 completion tokens each, sampled at
   T = 1.0; 4 policy updates a step (mini-batches of 2 prompts, micro-batches of 4 completions);
   token-level loss ("dapo"), ε_low 0.2, ε_high 0.28, no KL; AdamW lr 1e-6; fp32 on the CPU.
-TRL: per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=8 (in micro-batches), so one
-generation feeds 4 optimizer steps (= one toolrl step) and old log-probs are recomputed, as ours.
-No tools are offered (TRL's trainer has no sandboxed multi-turn loop to compare with).
+TRL: per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=8 (in
+micro-batches), so one generation feeds 4 optimizer steps (= one toolrl step) and TRL recomputes
+the old log-probs with a forward before the updates. No tools are offered (TRL's trainer has no
+sandboxed multi-turn loop to compare with).
 
-toolrl runs twice: recomputing the old log-probs with a forward before the updates, as TRL does
-(`algorithm.old_log_probs=recompute`, the default), and taking them from the rollout engine
-(`algorithm.old_log_probs=rollout`: the engine reports log_softmax(logits / T) of the same fp32
-model, so the forward is redundant here; TRL has no such option for its own generation).
+toolrl runs twice: as a user gets it (`algorithm.old_log_probs=auto`, the default, which here
+takes π_old from the engine: it sampled from the trained fp32 model itself and reported
+log_softmax(logits / T), so a recomputing forward would give the same numbers to float rounding;
+TRL has no such option for its own generation), and forced to recompute them as TRL does
+(`algorithm.old_log_probs=recompute`).
 
-The three runs are repeated in interleaved rounds (toolrl recompute, toolrl rollout, TRL; again),
+The three runs are repeated in interleaved rounds (toolrl auto, toolrl recompute, TRL; again),
 each round a fresh trainer with its own warm-up step, and each one's step time is the median
 over its rounds: a shared host's slow minute then slows one round of every run, not every round
 of one run.
@@ -95,6 +97,7 @@ def run_toolrl(model_dir: Path, data: Path, out: Path, steps: int, old_log_probs
         ],
     )
     trainer, _ = build_rl_trainer(config, tools=[], reward_fn=reward_fn)
+    resolved = trainer.old_log_probs_source()
     rows = [trainer.step(step) for step in range(steps + 1)][1:]  # step 0 warms up
     tokens = completion_tokens[1:]
     split = {
@@ -104,6 +107,7 @@ def run_toolrl(model_dir: Path, data: Path, out: Path, steps: int, old_log_probs
     return {
         "step_s": split["step"],
         "split": split,
+        "old_log_probs": resolved,
         "tokens_per_s": sum(tokens) / sum(r["timing/step"] for r in rows),
     }
 
@@ -179,7 +183,7 @@ def main() -> None:
     torch.set_num_threads(2)
     from toolrl.models.tiny import write_tiny
 
-    sources = ("recompute", "rollout")
+    sources = ("auto", "recompute")
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -198,13 +202,13 @@ def main() -> None:
         f"\nOne GRPO step: {PROMPTS} prompts x {GROUP} completions, <= {MAX_COMPLETION} tokens, 4 updates, tiny Qwen3, CPU"
     )
     print(f"{'':40}{'step (s)':>10}{'tokens/s':>12}{'vs TRL':>9}")
-    for source, label in (("recompute", "old log-probs recomputed, as TRL"), ("rollout", "old log-probs from the rollout")):  # fmt: skip
+    for source, label in (("auto", "default (old log-probs: auto)"), ("recompute", "old log-probs recomputed, as TRL")):  # fmt: skip
         run = ours[source]
         print(f"{'toolrl, ' + label:40}{run['step_s']:>10.2f}{run['tokens_per_s']:>12.0f}{trl['step_s'] / run['step_s']:>8.2f}x")  # fmt: skip
     print(f"{'TRL GRPOTrainer':40}{trl['step_s']:>10.2f}{trl['tokens_per_s']:>12.0f}")
     for source, run in ours.items():
         split, ratio = run["split"], trl["step_s"] / run["step_s"]
-        print(f"toolrl split ({source}): " + ", ".join(f"{k} {split[k]:.2f}s" for k in ("rollout", "reward", "old_log_prob", "update")))  # fmt: skip
+        print(f"toolrl split ({source} -> {run['old_log_probs']}): " + ", ".join(f"{k} {split[k]:.2f}s" for k in ("rollout", "reward", "old_log_prob", "update")))  # fmt: skip
         print(f"step throughput ratio toolrl ({source})/TRL: {ratio:.2f}x (target >= 1.5x) {'OK' if ratio >= 1.5 else 'BELOW TARGET'}")  # fmt: skip
     for r, runs in enumerate(rounds):
         print(f"round {r}: TRL {runs['trl']['step_s']:.2f}s; " + ", ".join(f"{s} {runs[s]['step_s']:.2f}s ({runs['trl']['step_s'] / runs[s]['step_s']:.2f}x)" for s in sources))  # fmt: skip
@@ -216,6 +220,8 @@ def median_run(runs: list[dict]) -> dict:
         "step_s": statistics.median(r["step_s"] for r in runs),
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
     }
+    if "old_log_probs" in runs[0]:
+        out["old_log_probs"] = runs[0]["old_log_probs"]
     if "split" in runs[0]:
         out["split"] = {k: statistics.median(r["split"][k] for r in runs) for k in runs[0]["split"]}
     return out

@@ -1,5 +1,6 @@
 """The GRPO-TCR step on the tiny model: direction of the update, masking, metrics, resume."""
 
+import copy
 import json
 import os
 import signal
@@ -120,6 +121,29 @@ def test_rollout_log_probs_are_the_old_log_probs_the_trainer_recomputes(rl_confi
         metrics[source] = trainer.step(0)
     for name in ("critic/score/mean", "actor/pg_loss", "actor/entropy", "actor/grad_norm"):
         assert metrics["rollout"][name] == pytest.approx(metrics["recompute"][name], rel=1e-4)
+
+
+def test_auto_takes_the_engines_log_probs_only_where_they_are_the_trainers(rl_config):
+    """`old_log_probs=auto`: the in-process fp32 HF engine on the trained model itself gives
+    π_old; an engine holding another model, dropout, or another dtype means a recompute."""
+    assert rl_config.algorithm.old_log_probs == "auto"
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+    assert trainer.old_log_probs_source() == "rollout"
+    assert trainer.step(0)["timing/old_log_prob"] < 0.05  # no forward ran
+
+    from toolrl.rollout.engines.hf import HFEngine
+
+    engine = trainer.loop.engine
+    trainer.loop.engine = HFEngine(copy.deepcopy(trainer.model))  # same weights, not the same model
+    assert trainer.old_log_probs_source() == "recompute"
+    trainer.loop.engine = engine
+    trainer.model.config.attention_dropout = 0.1
+    assert trainer.old_log_probs_source() == "recompute"
+    trainer.model.config.attention_dropout = 0.0
+    trainer.model.to(torch.float64)
+    assert trainer.old_log_probs_source() == "recompute"
+    trainer.config.algorithm.old_log_probs = "rollout"  # an explicit choice is taken as given
+    assert trainer.old_log_probs_source() == "rollout"
 
 
 def test_infra_errors_are_masked_and_counted(rl_config):

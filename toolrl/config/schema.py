@@ -123,13 +123,15 @@ class AlgorithmConfig:
     clip-higher)."""
     filter_groups: bool = False
     """Drop groups whose rewards are all equal (DAPO dynamic sampling); off in the released recipe."""
-    old_log_probs: Literal["recompute", "rollout"] = "recompute"
+    old_log_probs: Literal["auto", "recompute", "rollout"] = "auto"
     """π_old of the PPO ratio. `recompute`: a no-grad forward of the trainer over the step's rows
     before any update (verl's default; needed wherever the engine's numerics differ from the
     trainer's: vLLM, bf16 kernels). `rollout`: the log-probs the engine reported while sampling,
     log_softmax(logits / T) before truncation, which is the same quantity, and saves that
     forward. With the HF engine on the trainer's own model in the same dtype they agree to float
-    rounding (tests/trainers/test_rl.py)."""
+    rounding (tests/trainers/test_rl.py). `auto`: `rollout` exactly where that holds (the
+    in-process HF engine sampling from the trained model itself, float32 on the CPU, no
+    dropout), `recompute` everywhere else (`RLTrainer.old_log_probs_source`)."""
 
 
 @dataclass

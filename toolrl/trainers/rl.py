@@ -189,7 +189,7 @@ class RLTrainer:
         if batch is None:
             return None, None
         mine = self.trained_rows(len(batch))  # the rows this rank's updates read
-        if self.config.algorithm.old_log_probs == "rollout":
+        if self.old_log_probs_source() == "rollout":
             old = batch.values.clone()
         else:
             skip = self.rows_per_mini_batch()
@@ -204,6 +204,27 @@ class RLTrainer:
             if len(mine):
                 ref[mine] = self.logprobs_of(self.ref_model, batch.select(mine))
         return old, ref
+
+    def old_log_probs_source(self) -> str:
+        """`algorithm.old_log_probs` with `auto` resolved: "rollout" where the engine's
+        log-probs are the trainer's own up to float rounding — an in-process HF engine sampling
+        from this very model, float32 on the CPU, no dropout — and "recompute" otherwise (vLLM,
+        remote or Ray-held engines, bf16 or GPU kernels, dropout)."""
+        source = self.config.algorithm.old_log_probs
+        if source != "auto":
+            return source
+        from toolrl.rollout.engines.hf import HFEngine
+
+        engine = getattr(self.loop, "engine", None)
+        param = next(self.model.parameters())
+        same = (
+            isinstance(engine, HFEngine)
+            and engine.model is self.model
+            and param.dtype == torch.float32
+            and param.device.type == "cpu"
+            and self.first_update_is_on_policy()
+        )
+        return "rollout" if same else "recompute"
 
     def rows_per_mini_batch(self) -> int:
         return self.config.trainer.ppo_mini_batch_size * self.config.rollout.n
