@@ -13,12 +13,18 @@ Compared, with the same engine and the same number of sampled tokens per traject
 Targets: loop throughput >= 0.85x plain with the real sandbox; with 200 ms tools, wall time
 well below the lockstep bound (a lockstep loop adds turns x 200 ms to every batch).
 
+Each thread count (`--threads`) is a setting of its own, every mode measured in it. By default:
+every core, then every core but one. The sandbox runs on the CPU, ~10 ms of CPU a run: where
+decoding takes every core, that CPU is taken from decoding (on a 2-core host no loop can hide
+it); leaving it a core is what `toolrl demo` does for its sandboxed rollouts. The last line
+compares the fastest sandboxed loop with the fastest plain generation, whatever their settings.
+
 There are more trajectories than decoding slots (64 and 16 by default), as in an RL step: a
 slot a trajectory leaves for its tool call is refilled by another trajectory at once. (With
 fewer trajectories than slots no loop can hide a tool's latency: each trajectory's own calls
 lie on its own critical path.)
 
-Run: .venv/bin/python benchmarks/rollout.py [--trajectories 16] [--turns 3]
+Run: .venv/bin/python benchmarks/rollout.py [--trajectories 16] [--turns 3] [--threads 2,1]
 """
 
 from __future__ import annotations
@@ -138,10 +144,14 @@ def main() -> None:
         "--batch-size", type=int, default=16, help="the engine's decoding slots (max_batch_size)"
     )
     parser.add_argument("--turns", type=int, default=3, help="tool calls per trajectory")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--threads",
+        default=f"{os.cpu_count()},{max(1, (os.cpu_count() or 2) - 1)}",
+        help="comma-separated torch thread counts to measure, each a setting of its own "
+        "(default: every core, then every core but one, which toolrl demo leaves the sandbox)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each mode")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_tiny(Path(tmp) / "tiny", seed=0)
         inner = HFEngine.from_path(str(model_dir), max_batch_size=args.batch_size)
@@ -151,10 +161,26 @@ def main() -> None:
         Sample(f"p{i}", [{"role": "user", "content": f"Problem {i}: multiply."}], "bench", "42")
         for i in range(args.trajectories)
     ]
-    load_before = os.getloadavg()[0]
     sandbox_tool = CodeInterpreter.from_config(RolloutConfig())
-    run_loop(engine, tokenizer, sandbox_tool, samples[:2])  # warm up the sandbox and the engine
+    results = {}
+    for threads in dict.fromkeys(int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        results[threads] = measure(args, engine, inner, tokenizer, sandbox_tool, samples)
+    sandbox_tool.sandbox.close()
+    plain_best = min(r["plain"] for r in results.values())
+    loop_best = min(r["sandbox"] for r in results.values())
+    print(
+        f"\nfastest loop with the real sandbox ({loop_best:.2f}s) vs fastest plain generation "
+        f"({plain_best:.2f}s), each at its best thread count: {plain_best / loop_best:.2f}x"
+    )
 
+
+def measure(args, engine, inner, tokenizer, sandbox_tool, samples) -> dict[str, float]:
+    """Every mode at the current torch thread count, interleaved; prints a table and ratios and
+    returns each mode's best wall time."""
+    threads = torch.get_num_threads()
+    load_before = os.getloadavg()[0]
+    run_loop(engine, tokenizer, sandbox_tool, samples[:2])  # warm up the sandbox and the engine
     _, trajectories = run_loop(engine, tokenizer, sandbox_tool, samples)
     # Plain generation: each trajectory's prompt, and exactly as many sampled tokens as the
     # loop sampled for it (trajectories differ in length in both runs).
@@ -186,7 +212,6 @@ def main() -> None:
     sampled = sum(r.max_new_tokens for r in requests)  # every mode, as asserted above
     calls = sum(t.num_tool_calls for t in trajectories)
     per_trajectory = sampled // len(samples)
-    sandbox_tool.sandbox.close()
 
     # A lockstep loop runs the trajectories a batch of slots at a time and, every turn, waits
     # for the batch's 200 ms calls before anyone decodes on: turns x 0.2 s added per batch to
@@ -195,7 +220,7 @@ def main() -> None:
     added = batches * args.turns * 0.2
     lockstep_bound = instant_wall + added
     print(
-        f"\nbest of {args.repeats} interleaved runs, {args.threads} torch thread(s); "
+        f"\nbest of {args.repeats} interleaved runs, {threads} torch thread(s); "
         f"load average before: {load_before:.2f}"
     )
     print(
@@ -217,6 +242,8 @@ def main() -> None:
         f"(instant-tool loop + {batches} batches x {args.turns} turns x 0.2 s); tool time hidden: "
         f"{(lockstep_bound - slow_wall) / added:.0%} of the {added:.1f}s a lockstep loop adds"
     )
+    print(f"the loop's own cost (instant tool / plain): {plain_wall / instant_wall:.2f}x")
+    return {"plain": plain_wall, "sandbox": sandbox_wall, "instant": instant_wall}
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ import torch
 
 from toolrl.models.tiny import build_model
 from toolrl.rollout.engines.base import GenerationRequest
-from toolrl.rollout.engines.fast_decode import GROWTH, FastDecoder, KVCache, supports
+from toolrl.rollout.engines.fast_decode import FastDecoder, supports
 from toolrl.rollout.engines.hf import HFEngine, _HFCache
+from toolrl.rollout.engines.kv_cache import GROWTH, KVCache
 
 VOCAB = 300
 TOLERANCE = 2e-5  # fp32; logits are O(1)
@@ -240,6 +241,63 @@ def test_prefill_after_a_cached_prefix_equals_the_whole_prefill(make_model, pois
     assert worst < TOLERANCE
 
 
+def whole_sequence_logits(model, sequences: list[list[int]]) -> torch.Tensor:
+    """The HF forward over each whole sequence: the logits of its last position [B, V]."""
+    with torch.no_grad():
+        return torch.cat([model(input_ids=torch.tensor([s])).logits[:, -1] for s in sequences])
+
+
+@pytest.mark.parametrize(
+    "make_model", [lambda: build_model(VOCAB, seed=0).eval(), tiny_qwen3_variant]
+)
+def test_rows_joining_a_decoding_step_match_the_whole_sequence(make_model, poisoned_allocations):
+    """Stored prefixes + new tokens join a running batch inside its decoding step
+    (`decode_and_join`): every row, running or joined, then gives the logits of the HF forward
+    over its whole sequence, at that step and while decoding on, also when the joining prefix
+    is wider than the cache's columns (the cache grows to the left) and after rows finish."""
+    model, g = make_model(), torch.Generator().manual_seed(3)
+    fast = FastDecoder(model)
+    fast.refresh()
+    sequences = random_prompts([6, 11, 3], g)
+    ids, mask, positions = left_pad(sequences)
+    logits, cache = fast.prefill(ids, mask, positions)
+    next_position = positions[:, -1] + 1
+    worst = 0.0
+
+    def stored(prefixes):
+        ids, mask, positions = left_pad(prefixes)
+        _, kv = fast.prefill(ids, mask, positions)
+        return [kv.row(r) for r in range(len(prefixes))]
+
+    def step(prefixes=(), suffixes=()):
+        nonlocal logits, next_position, worst
+        tokens = torch.randint(VOCAB, (len(sequences),), generator=g)
+        for row, token in enumerate(tokens.tolist()):
+            sequences[row].append(token)
+        logits, joined = fast.decode_and_join(
+            tokens, next_position, cache, stored(prefixes) if prefixes else [], suffixes
+        )
+        next_position = torch.cat([next_position + 1, joined])
+        sequences.extend(p + s for p, s in zip(prefixes, suffixes, strict=True))
+        assert joined.tolist() == [len(p) + len(s) for p, s in zip(prefixes, suffixes, strict=True)]
+        assert cache.rows == len(sequences)
+        worst = max(worst, (whole_sequence_logits(model, sequences) - logits).abs().max().item())
+
+    step()
+    step(random_prompts([5, 2], g), random_prompts([1, 4], g))  # padding between prefix, suffix
+    step()
+    step(random_prompts([40], g), random_prompts([3], g))  # wider than the cache: it grows
+    for _ in range(3):
+        step()
+    order = cache.keep([1, 3, 4])  # rows finish; a joined row moves into a freed slot
+    sequences[:] = [sequences[r] for r in order]
+    next_position = next_position[torch.tensor(order)]
+    step(random_prompts([8, 1, 20], g), random_prompts([2, 1, 6], g))  # more than spare rows
+    for _ in range(3):
+        step()
+    assert worst < TOLERANCE
+
+
 def test_engine_reuses_a_finished_turn_and_samples_the_same_tokens(tiny_dir):
     """Turn 2's prompt extends turn 1's conversation: with the prefix store only the new tokens
     are prefilled, and the sampled tokens are those of a full prefill."""
@@ -265,6 +323,62 @@ def test_engine_reuses_a_finished_turn_and_samples_the_same_tokens(tiny_dir):
     for got, want in zip(*second, strict=True):
         assert got.token_ids == want.token_ids
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("long_lengths", "own_prefills"),
+    [
+        ((30, 8), 0),  # both next turns join a decoding step of the long rows
+        # The only running row finishes at the step the next turn joins (which then decodes
+        # alone); the turn after it finds nothing running and is prefilled on its own.
+        ((6,), 1),
+    ],
+)
+def test_next_turns_join_a_running_batch_and_sample_what_a_full_prefill_samples(
+    tiny_dir, monkeypatch, long_lengths, own_prefills
+):
+    """A request continuing a finished turn arrives while other rows still decode: it joins
+    their next decoding step (no forward of its own) and samples the tokens a full prefill of
+    its prompt gives."""
+    engine = HFEngine.from_path(str(tiny_dir))
+    plain = HFEngine.from_path(str(tiny_dir), prefix_cache_bytes=0)
+    joins, prefills = [], []
+    decode_and_join, prefill_after = engine.fast.decode_and_join, engine.fast.prefill_after
+    monkeypatch.setattr(
+        engine.fast,
+        "decode_and_join",
+        lambda *args: joins.append(len(args[3])) or decode_and_join(*args),
+    )
+    monkeypatch.setattr(
+        engine.fast, "prefill_after", lambda *args: prefills.append(1) or prefill_after(*args)
+    )
+    short = GenerationRequest(list(range(40, 55)), 5, seed=1)
+    longs = [GenerationRequest(list(range(60, 70)), n, seed=2 + n) for n in long_lengths]
+    pending = [("short", short), *((f"long{i}", r) for i, r in enumerate(longs))]
+    results = {}
+
+    def take(room):
+        taken, pending[:] = pending[:room], pending[room:]
+        return taken
+
+    def done(key, result):
+        results[key] = result
+        if key in ("short", "next"):  # its next turn: the conversation plus 3 new tokens
+            turn = short if key == "short" else results["next-request"]
+            request = GenerationRequest([*turn.prompt_ids, *result.token_ids, 7, 8, 9], 12, seed=9)
+            if key == "short":
+                results["next-request"] = request
+                pending.append(("next", request))
+            else:
+                results["last-request"] = request
+                pending.append(("last", request))
+
+    engine.serve(take, done)
+    assert [n for n in joins if n] == [1, 1] and len(prefills) == own_prefills
+    for key in ("next", "last"):
+        want = plain.generate([results[f"{key}-request"]])[0]
+        assert results[key].token_ids == want.token_ids
+        assert results[key].logprobs == pytest.approx(want.logprobs, abs=1e-4)
 
 
 def test_prefix_store_is_cleared_when_the_weights_change(tiny_dir):

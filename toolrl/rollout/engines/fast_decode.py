@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from toolrl.rollout.engines.kv_cache import KVCache
+
 SUPPORTED_MODELS = ("Qwen2ForCausalLM", "Qwen3ForCausalLM")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq and scaling never change
-GROWTH = 128  # cache columns added at a time
 PACKED_HEAD_MAX = 1 << 24  # LM heads up to 64 MiB in float32 get a packed copy (`_Linear`)
 
 
@@ -54,117 +55,6 @@ def supports(model) -> bool:
         and not getattr(model, "peft_config", None)
         and not getattr(model, "hf_quantizer", None)
     )
-
-
-@dataclass
-class KVCache:
-    """Keys and values of a batch of left-padded rows, written in place.
-
-    Rows [0, rows) are in use (the batch); later rows are spare room for requests that join.
-    Columns [start, end) are in use; all rows write column `end` next. `valid[b, c]` is True
-    where column c holds one of row b's tokens (False: padding). For rows in use, columns
-    outside [start, end) are never valid, and columns inside hold finite numbers (padding's
-    attention weight is 0, but 0 · NaN is NaN).
-
-    A finished row's slot is refilled by moving the last row into it (`keep`), and new rows go
-    into spare slots right-aligned at `end` (`append`): neither copies the whole cache unless
-    it must grow.
-    """
-
-    data: Tensor  # [layers, 2 (k, v), row capacity, kv_heads, column capacity, head_dim]
-    valid: Tensor  # [row capacity, column capacity] bool
-    rows: int
-    start: int
-    end: int
-
-    def __len__(self) -> int:
-        return self.rows
-
-    @classmethod
-    def allocate(cls, like: Tensor, rows: int, width: int, capacity: int = 0) -> KVCache:
-        """Room for `rows` rows (`capacity` if larger) and `width` used columns plus GROWTH,
-        uninitialised: the caller writes columns [0, width) of the rows in use, and a column
-        past `end` is always written before it is read."""
-        layers, kv, _, heads, _, dim = like.shape
-        slots = max(rows, capacity)
-        data = like.new_empty(layers, kv, slots, heads, width + GROWTH, dim)
-        valid = torch.zeros(slots, width + GROWTH, dtype=torch.bool, device=like.device)
-        return cls(data, valid, rows, 0, width)
-
-    def layer(self, index: int) -> Tensor:
-        """Layer `index`'s keys and values of the rows in use, [2, rows, kv_heads, C, head_dim]."""
-        return self.data[index, :, : self.rows]
-
-    def reserve(self) -> None:
-        """Make room for one more column (moving the used columns to the front if needed)."""
-        if self.end < self.data.shape[4]:
-            return
-        grown = KVCache.allocate(self.data, self.rows, self.end - self.start, self.data.shape[2])
-        grown.copy_rows(self, slice(0, self.rows), slice(0, self.rows))
-        self.data, self.valid, self.start, self.end = grown.data, grown.valid, 0, grown.end
-
-    def copy_rows(self, source: KVCache, rows, source_rows, first: int | None = None) -> None:
-        """Write `source_rows` of `source`, columns [first (default: its start), its end), into
-        `rows`, right-aligned at this cache's `end`."""
-        used = slice(source.start if first is None else first, source.end)
-        columns = slice(self.end - (used.stop - used.start), self.end)
-        self.data[:, :, rows, :, columns] = source.data[:, :, source_rows, :, used]
-        self.valid[rows, columns] = source.valid[source_rows, used]
-
-    def row(self, index: int) -> Tensor:
-        """Row `index`'s keys and values without padding, [layers, 2, kv_heads, n, head_dim]."""
-        columns = self.valid[index, self.start : self.end].nonzero().squeeze(-1) + self.start
-        return self.data[:, :, index].index_select(3, columns)
-
-    def gather(self, rows: Tensor) -> KVCache:
-        """A new cache of `rows` (repeats allowed), without columns that are padding in all."""
-        valid = self.valid[rows, self.start : self.end]
-        first = self.start + int(valid.any(0).long().argmax())
-        out = KVCache.allocate(self.data, len(rows), self.end - first)
-        out.copy_rows(self, slice(None), rows, first)
-        return out
-
-    def keep(self, rows: list[int]) -> list[int]:
-        """Keep only `rows` (ascending), in place: each freed slot below the new row count takes
-        one of the surviving rows above it. Returns the old index of each new row."""
-        count, survivors = len(rows), set(rows)
-        holes = [i for i in range(count) if i not in survivors]
-        movers = [r for r in rows if r >= count]
-        if holes:
-            to = torch.tensor(holes, device=self.data.device)
-            source = torch.tensor(movers, device=self.data.device)
-            used = slice(self.start, self.end)
-            self.data[:, :, to, :, used] = self.data[:, :, source, :, used]
-            self.valid[to] = self.valid[source]
-        order = list(range(count))
-        for hole, mover in zip(holes, movers, strict=True):
-            order[hole] = mover
-        self.rows = count
-        if count:  # leading columns no remaining row attends to are no longer in use
-            in_use = self.valid[:count, self.start : self.end].any(0)
-            self.start += int(in_use.long().argmax())
-        return order
-
-    def append(self, other: KVCache) -> KVCache:
-        """This cache with `other`'s rows after its own: in place when there are spare rows and
-        columns enough, otherwise a new, larger cache."""
-        width = other.end - other.start
-        rows = slice(self.rows, self.rows + other.rows)
-        if rows.stop > self.data.shape[2] or width > self.end:
-            out = KVCache.allocate(
-                self.data, rows.stop, max(self.end - self.start, width), 2 * rows.stop
-            )
-            out.data[:, :, : out.rows, :, : out.end].zero_()
-            out.copy_rows(self, slice(0, self.rows), slice(0, self.rows))
-            out.copy_rows(other, rows, slice(0, other.rows))
-            return out
-        start = min(self.start, self.end - width)
-        self.data[:, :, : rows.stop, :, start : self.start].zero_()
-        self.data[:, :, rows, :, self.start : self.end - width].zero_()
-        self.valid[rows] = False
-        self.copy_rows(other, rows, slice(0, other.rows))
-        self.rows, self.start = rows.stop, start
-        return self
 
 
 class _Linear:
@@ -206,6 +96,18 @@ class _Layer:
     post_norm: Tensor
     gate_up: _Linear  # weight [2·intermediate, hidden]
     down: _Linear
+
+
+@dataclass
+class _Segment:
+    """Cache rows that run `ids` [r, T] in one forward: their tokens' keys and values go to
+    cache `columns` (T of them), and `mask` [r, 1, T, used columns] says what each attends to."""
+
+    rows: slice
+    ids: Tensor
+    positions: Tensor
+    columns: slice
+    mask: Tensor
 
 
 class FastDecoder:
@@ -280,8 +182,8 @@ class FastDecoder:
         mask = (valid[:, None, :] | eye) & causal
         cache = KVCache.allocate(self._template(), rows, width)
         cache.valid[:, :width] = valid
-        x = self._forward(input_ids, positions, cache, slice(0, width), mask[:, None])
-        return x, cache
+        segment = _Segment(slice(0, rows), input_ids, positions, slice(0, width), mask[:, None])
+        return self._forward([segment], cache), cache
 
     @torch.no_grad()
     def prefill_after(
@@ -290,87 +192,150 @@ class FastDecoder:
         """Rows that continue already-computed prefixes: only the suffixes are run.
 
         `prefixes[i]` is a row's cached keys and values [layers, 2, kv_heads, n_i, head_dim]
-        (`KVCache.row`), `suffixes[i]` the tokens that follow them. The cache holds the prefixes
-        right-aligned in columns [0, P) and the left-padded suffixes in [P, P + S), so padding
-        may sit between a row's prefix and suffix: the `valid` mask, not adjacency, says what a
-        query attends to, and positions continue each row's own prefix.
-        Returns the logits of each row's last position [B, V], the cache, and the position of
-        each row's next token [B].
+        (`KVCache.row`), `suffixes[i]` the tokens that follow them. Returns the logits of each
+        row's last position [B, V], a new cache holding the rows (laid out as `KVCache.join`
+        does), and the position of each row's next token [B]. (`decode_and_join` does the same
+        for rows joining a running batch, inside its decoding step.)
         """
-        rows, device = len(prefixes), self.model.lm_head.weight.device
-        lengths = torch.tensor([p.shape[3] for p in prefixes], device=device)
-        width, span = int(lengths.max()), max(len(s) for s in suffixes)
-        cache = KVCache.allocate(self._template(), rows, width + span)
-        cache.data[:, :, :, :, :width].zero_()  # padding must be finite (see `KVCache`)
-        ids = torch.full((rows, span), pad_token_id, dtype=torch.long)
-        for row, (prefix, suffix) in enumerate(zip(prefixes, suffixes, strict=True)):
-            cache.data[:, :, row, :, width - prefix.shape[3] : width] = prefix
-            cache.valid[row, width - prefix.shape[3] : width] = True
-            cache.valid[row, width + span - len(suffix) : width + span] = True
-            ids[row, span - len(suffix) :] = torch.tensor(suffix)
-        ids, valid = ids.to(device), cache.valid[:, width : width + span]
-        positions = lengths[:, None] + (valid.long().cumsum(-1) - 1).clamp(min=0)
-        eye = torch.eye(span, dtype=torch.bool, device=device)
-        own = (valid[:, None, :] | eye) & torch.ones_like(eye).tril()
-        mask = torch.cat([cache.valid[:, None, :width].expand(-1, span, -1), own], dim=-1)
-        logits = self._forward(ids, positions, cache, slice(width, width + span), mask[:, None])
-        return logits, cache, positions[:, -1] + 1
+        span = max(len(s) for s in suffixes)
+        widest = max(prefix.shape[3] for prefix in prefixes)
+        cache = KVCache.allocate(self._template(), 0, widest + span - 1, len(prefixes))
+        cache.start = cache.end  # no row in use yet
+        none = torch.zeros(0, dtype=torch.long, device=cache.data.device)
+        logits, next_positions = self.decode_and_join(
+            none, none, cache, prefixes, suffixes, pad_token_id
+        )
+        return logits, cache, next_positions
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
         """One token per row [B] at `positions` [B] → next-token logits [B, V]; extends `cache`."""
+        return self.decode_and_join(tokens, positions, cache)[0]
+
+    @torch.no_grad()
+    def decode_and_join(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        prefixes: list[Tensor] = (),
+        suffixes: list[list[int]] = (),
+        pad_token_id: int = 0,
+    ) -> tuple[Tensor, Tensor]:
+        """One decoding step of the cache's rows (`tokens`, `positions` [B]) and, in the same
+        forward, new rows that continue stored prefixes (as `prefill_after`): the next turn of a
+        trajectory whose tool has answered joins the running batch without a forward of its own.
+
+        Joining rows take the cache rows after the running ones (`KVCache.join`): their
+        suffixes, left-padded to the longest, fill the columns that end with this step's column,
+        so padding may sit between a row's prefix and its suffix; the `valid` mask, not
+        adjacency, says what a query attends to, and positions continue each row's own prefix.
+        Returns the next-token logits [B + J, V] (running rows, then joining rows) and the
+        position of each joining row's next token [J].
+        """
         cache.reserve()
+        running, joining = cache.rows, None
+        if prefixes:  # (may move the used columns: `column` is read after)
+            joining = self._join(cache, prefixes, suffixes, pad_token_id)
         column = cache.end
-        cache.valid[: cache.rows, column] = True
+        cache.valid[:running, column] = True
         cache.end += 1
-        mask = cache.valid[: cache.rows, None, None, cache.start : cache.end]
-        return self._forward(
-            tokens[:, None], positions[:, None], cache, slice(column, column + 1), mask
-        )
+        segments = []
+        if running:
+            mask = cache.valid[:running, None, None, cache.start : cache.end]
+            segments.append(
+                _Segment(
+                    slice(0, running),
+                    tokens[:, None],
+                    positions[:, None],
+                    slice(column, column + 1),
+                    mask,
+                )
+            )
+        next_positions = positions.new_zeros(0)
+        if joining is not None:
+            rows, ids, joined_positions = joining
+            span = ids.shape[1]
+            columns = torch.arange(cache.start, cache.end, device=ids.device)
+            queries = columns[-span:, None]
+            own = cache.valid[rows, None, cache.start : cache.end] & (columns <= queries)
+            mask = own | (columns == queries)  # a padding query attends to itself only
+            segments.append(
+                _Segment(
+                    rows, ids, joined_positions, slice(cache.end - span, cache.end), mask[:, None]
+                )
+            )
+            next_positions = joined_positions[:, -1] + 1
+        return self._forward(segments, cache), next_positions
 
-    def _forward(self, ids: Tensor, positions: Tensor, cache: KVCache, columns, mask) -> Tensor:
-        """The layers over ids [B, T] written at cache `columns`; logits of the last position."""
+    def _join(self, cache: KVCache, prefixes, suffixes, pad_token_id: int):
+        """Place the joining rows in the cache; their (rows, left-padded ids, positions)."""
+        device = cache.data.device
+        span = max(len(s) for s in suffixes)
+        rows = cache.join(prefixes, span)
+        ids = torch.full((len(suffixes), span), pad_token_id, dtype=torch.long)
+        for row, suffix in enumerate(suffixes):
+            ids[row, span - len(suffix) :] = torch.tensor(suffix)
+            cache.valid[rows.start + row, cache.end + 1 - len(suffix) : cache.end + 1] = True
+        lengths = torch.tensor([prefix.shape[3] for prefix in prefixes], device=device)
+        valid = cache.valid[rows, cache.end + 1 - span : cache.end + 1]
+        positions = lengths[:, None] + (valid.long().cumsum(-1) - 1).clamp(min=0)
+        return rows, ids.to(device), positions
+
+    def _forward(self, segments: list[_Segment], cache: KVCache) -> Tensor:
+        """The layers over every segment's tokens, as one flat batch of tokens except in
+        attention; the logits of each segment row's last position [Σ rows, V], in order."""
         base = self.model.model
-        x = F.embedding(ids, base.embed_tokens.weight)
-        cos, sin = self._rope(positions, x)
+        ids = torch.cat([s.ids.reshape(-1) for s in segments])
+        x = F.embedding(ids, base.embed_tokens.weight)  # [N, hidden]
+        cos, sin = self._rope(torch.cat([s.positions.reshape(-1) for s in segments]), x)
         for index, layer in enumerate(self._layers):
-            x = self._layer(layer, x, cos, sin, cache.layer(index), cache, columns, mask)
-        last = _rms_norm(x[:, -1], base.norm.weight, self.eps)
-        return self._head(last).float()
+            x = self._layer(layer, x, cos, sin, cache, index, segments)
+        if any(s.ids.shape[1] > 1 for s in segments):  # keep each row's last token
+            last, offset = [], 0
+            for s in segments:
+                rows, length = s.ids.shape
+                last.append(offset + length - 1 + length * torch.arange(rows, device=x.device))
+                offset += rows * length
+            x = x[torch.cat(last)]
+        return self._head(_rms_norm(x, base.norm.weight, self.eps)).float()
 
-    def _layer(self, w: _Layer, x, cos, sin, kv: Tensor, cache: KVCache, columns, mask) -> Tensor:
-        rows, length, _ = x.shape
-        qkv = w.qkv(_rms_norm(x, w.input_norm, self.eps))
-        qkv = qkv.view(rows, length, -1, self.head_dim)
-        qk, v = qkv.split([self.q_heads + self.kv_heads, self.kv_heads], dim=2)
+    def _layer(self, w: _Layer, x, cos, sin, cache: KVCache, index: int, segments) -> Tensor:
+        qkv = w.qkv(_rms_norm(x, w.input_norm, self.eps)).view(len(x), -1, self.head_dim)
+        qk, v = qkv.split([self.q_heads + self.kv_heads, self.kv_heads], dim=1)
         if w.qk_norm is not None:
             qk = _rms_norm(qk, w.qk_norm, self.eps)
         # RoPE: q·cos + rotate_half(q)·sin; roll(q) = [q₂, q₁] and sin carries the sign [−s, s].
         qk = torch.addcmul(qk * cos, qk.roll(self.head_dim // 2, dims=-1), sin)
-        q, k = qk.split([self.q_heads, self.kv_heads], dim=2)
-        kv[0, :, :, columns] = k.transpose(1, 2)
-        kv[1, :, :, columns] = v.transpose(1, 2)
-        used = slice(cache.start, cache.end)
-        attention = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            kv[0, :, :, used],
-            kv[1, :, :, used],
-            attn_mask=mask,
-            scale=self.scale,
-            enable_gqa=True,
-        )
-        attention = attention.transpose(1, 2).reshape(rows, length, -1)
-        x = x + w.o_proj(attention)
+        q, k = qk.split([self.q_heads, self.kv_heads], dim=1)
+        parts, offset, used = [], 0, slice(cache.start, cache.end)
+        for s in segments:
+            rows, length = s.ids.shape
+            tokens = slice(offset, offset + rows * length)
+            kv = cache.data[index, :, s.rows]
+            kv[0, :, :, s.columns] = k[tokens].view(rows, length, -1, self.head_dim).transpose(1, 2)
+            kv[1, :, :, s.columns] = v[tokens].view(rows, length, -1, self.head_dim).transpose(1, 2)
+            attention = F.scaled_dot_product_attention(
+                q[tokens].view(rows, length, -1, self.head_dim).transpose(1, 2),
+                kv[0, :, :, used],
+                kv[1, :, :, used],
+                attn_mask=s.mask,
+                scale=self.scale,
+                enable_gqa=True,
+            )
+            parts.append(attention.transpose(1, 2).reshape(rows * length, -1))
+            offset += rows * length
+        x = x + w.o_proj(parts[0] if len(parts) == 1 else torch.cat(parts))
         gate, up = w.gate_up(_rms_norm(x, w.post_norm, self.eps)).chunk(2, dim=-1)
         return x + w.down(F.silu(gate) * up)
 
     def _rope(self, positions: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        """cos and signed sin [B, T, 1, head_dim] for `positions`, from a table grown on demand."""
+        """cos and signed sin [N, 1, head_dim] for `positions` [N], from a table grown on demand."""
         needed = int(positions.max()) + 1
         table = self._cos
         if table is None or table.shape[0] < needed or table.dtype != like.dtype:
             self._build_rope(max(needed, 2 * (0 if table is None else table.shape[0]), 256), like)
-        return self._cos[positions].unsqueeze(2), self._sin[positions].unsqueeze(2)
+        return self._cos[positions].unsqueeze(1), self._sin[positions].unsqueeze(1)
 
     def _build_rope(self, length: int, like: Tensor) -> None:
         # The same arithmetic as transformers' rotary embedding: θ = p·inv_freq, emb = [θ, θ].

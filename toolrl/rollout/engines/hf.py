@@ -34,7 +34,8 @@ from toolrl.rollout.engines.base import (
     Take,
     generate_by_serving,
 )
-from toolrl.rollout.engines.fast_decode import FastDecoder, KVCache, supports
+from toolrl.rollout.engines.fast_decode import FastDecoder, supports
+from toolrl.rollout.engines.kv_cache import KVCache
 
 
 @dataclass
@@ -49,15 +50,33 @@ class _Running:
     noises: list[GumbelNoise]
     tokens: list[list[int]] = field(default_factory=list)
     logprobs: list[list[float]] = field(default_factory=list)
+    # Requests continuing a stored prefix, waiting to join at the next decoding step:
+    # (key, request, (prefix length, its keys and values), noise).
+    joining: list[tuple] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def occupied(self) -> int:
+        """Decoding slots taken: the running rows and those about to join."""
+        return len(self.keys) + len(self.joining)
+
+    def add(self, keys: list, requests: list, noises: list) -> None:
+        """Append bookkeeping for new rows (their cache rows, positions and logits are the
+        caller's)."""
+        self.keys, self.requests, self.noises = (
+            self.keys + keys,
+            self.requests + requests,
+            self.noises + noises,
+        )
+        self.tokens = self.tokens + [[] for _ in keys]
+        self.logprobs = self.logprobs + [[] for _ in keys]
 
     def keep(self, rows: list[int]) -> list[int]:
         """Keep only `rows` (ascending), in place; returns the old index of each new row (the
         cache may move rows into freed slots)."""
         order = self.cache.keep(rows)
-        index = torch.tensor(order, device=self.logits.device)
+        index = torch.tensor(order, dtype=torch.long, device=self.logits.device)
         self.next_position, self.logits = self.next_position[index], self.logits[index]
         for name in ("keys", "requests", "noises", "tokens", "logprobs"):
             values = getattr(self, name)
@@ -75,6 +94,7 @@ class _Running:
             noises=self.noises + other.noises,
             tokens=self.tokens + other.tokens,
             logprobs=self.logprobs + other.logprobs,
+            joining=self.joining + other.joining,
         )
 
 
@@ -207,7 +227,7 @@ class HFEngine:
             self.prefixes.clear()
         batch: _Running | None = None
         while True:
-            new = take(max(0, self.max_batch_size - (len(batch) if batch else 0)))
+            new = take(max(0, self.max_batch_size - (batch.occupied() if batch else 0)))
             if new:
                 batch = self._admit(batch, new)
             if batch is None:
@@ -217,12 +237,16 @@ class HFEngine:
     def _admit(
         self, batch: _Running | None, new: list[tuple[Hashable, GenerationRequest]]
     ) -> _Running:
-        """Prefill the new prompts and merge them into the running batch: continuations of a
-        stored prefix prefill only their new tokens, the others their whole prompt."""
+        """Prefill the new prompts and merge them into the running batch. Continuations of a
+        stored prefix run only their new tokens: inside the next decoding step when a batch is
+        running (`FastDecoder.decode_and_join`: no forward of their own), else now."""
         cached, fresh = [], []
         for key, request in new:
             hit = self.prefixes.take(request.prompt_ids) if self.prefixes is not None else None
             (fresh if hit is None else cached).append((key, request, hit))
+        if cached and batch is not None and len(batch):
+            batch.joining.extend((k, r, hit, self._noise(r)) for k, r, hit in cached)
+            cached = []
         for part in (self._prefill_fresh(fresh), self._prefill_cached(cached)):
             if part is not None:
                 batch = part if batch is None else batch.append(part)
@@ -290,15 +314,25 @@ class HFEngine:
                 done(batch.keys[row], GenerationResult(tokens, logprobs, "length"))
             else:
                 keep.append(row)
-        if not keep:
+        if not keep and not batch.joining:
             return None
         if len(keep) < len(batch):
             chosen = chosen[batch.keep(keep)]
-        if self.fast is not None:
-            batch.logits = self.fast.decode(chosen, batch.next_position, batch.cache)
-        else:
+        if self.fast is None:
             batch.logits = batch.cache.decode(self.model, chosen, batch.next_position)
-        batch.next_position = batch.next_position + 1
+            batch.next_position = batch.next_position + 1
+            return batch
+        joining, batch.joining = batch.joining, []
+        batch.logits, joined_positions = self.fast.decode_and_join(
+            chosen,
+            batch.next_position,
+            batch.cache,
+            [keys_values for _, _, (_, keys_values), _ in joining],
+            [request.prompt_ids[n:] for _, request, (n, _), _ in joining],
+            self.pad_token_id,
+        )
+        batch.next_position = torch.cat([batch.next_position + 1, joined_positions])
+        batch.add([j[0] for j in joining], [j[1] for j in joining], [j[3] for j in joining])
         return batch
 
     def _noise(self, request: GenerationRequest) -> GumbelNoise:
