@@ -17,9 +17,13 @@ not arithmetic. This forward computes the same function with fewer, larger ops:
   (`load_state_dict`, most optimizers); `refresh()` checks that cheaply at each `serve`. Not every
   in-place update moves the counter (`torch.optim.AdamW(fused=True)` does not), so whoever
   trains the model also says so: `refresh(force=True)`, through `HFEngine.weights_changed()`.
-- The KV cache (`KVCache`) is preallocated and written in place; it grows in chunks.
+- The KV cache (`KVCache`, kv_cache.py) is preallocated and written in place; it grows in
+  chunks.
 - Rows are left-padded and share one write column, so a decoding step writes one column for the
   whole batch; the boolean `valid` mask says which columns each row attends to.
+- A forward runs *segments* (`_Segment`): rows of the cache with T new tokens each. Everything
+  but attention sees one flat batch of tokens, so a decoding step (T = 1 for every running row)
+  and rows joining it with several new tokens each (`decode_and_join`) share one forward.
 
 It must reproduce the HF forward (tests/rollout/test_fast_decode.py compares logits to ~1e-5 in
 fp32). Only plain (non-PEFT) Qwen2/Qwen3 CausalLMs with full attention, SiLU MLPs and a static

@@ -10,7 +10,9 @@ It also costs less per step than `generate` on small models (DESIGN.md: 2.4x at 
 
 Multi-turn rollouts reuse their keys and values (`PrefixStore`): when a request finishes, its
 row's cache is kept under its tokens; the next turn's prompt is that conversation plus the
-tool's observation, so only the observation is prefilled. (FastDecoder path only.)
+tool's observation, so only the observation is run, and it runs inside the running batch's
+next decoding step, not in a forward of its own (`FastDecoder.decode_and_join`; FastDecoder path
+only).
 
 Sampling is reproducible per request: each request's noise comes from its own seeded generator
 (Gumbel-max over the truncated distribution, which is exactly sampling from it; `GumbelNoise`),
@@ -22,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +41,16 @@ from toolrl.rollout.engines.fast_decode import FastDecoder, supports
 from toolrl.rollout.engines.kv_cache import KVCache
 
 
+class _Joining(NamedTuple):
+    """A request continuing a stored prefix, waiting to join the next decoding step."""
+
+    key: Hashable
+    request: GenerationRequest
+    prefix_length: int
+    keys_values: torch.Tensor  # the prefix's, [layers, 2, kv_heads, prefix_length, head_dim]
+    noise: GumbelNoise
+
+
 @dataclass
 class _Running:
     """The rows being decoded: their cache, positions and what they sampled so far."""
@@ -50,9 +63,7 @@ class _Running:
     noises: list[GumbelNoise]
     tokens: list[list[int]] = field(default_factory=list)
     logprobs: list[list[float]] = field(default_factory=list)
-    # Requests continuing a stored prefix, waiting to join at the next decoding step:
-    # (key, request, (prefix length, its keys and values), noise).
-    joining: list[tuple] = field(default_factory=list)
+    joining: list[_Joining] = field(default_factory=list)  # rows for the next decoding step
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -61,16 +72,15 @@ class _Running:
         """Decoding slots taken: the running rows and those about to join."""
         return len(self.keys) + len(self.joining)
 
-    def add(self, keys: list, requests: list, noises: list) -> None:
-        """Append bookkeeping for new rows (their cache rows, positions and logits are the
+    def add(self, joined: list[_Joining]) -> None:
+        """The bookkeeping of rows that joined (their cache rows, positions and logits are the
         caller's)."""
-        self.keys, self.requests, self.noises = (
-            self.keys + keys,
-            self.requests + requests,
-            self.noises + noises,
-        )
-        self.tokens = self.tokens + [[] for _ in keys]
-        self.logprobs = self.logprobs + [[] for _ in keys]
+        for row in joined:
+            self.keys.append(row.key)
+            self.requests.append(row.request)
+            self.noises.append(row.noise)
+            self.tokens.append([])
+            self.logprobs.append([])
 
     def keep(self, rows: list[int]) -> list[int]:
         """Keep only `rows` (ascending), in place; returns the old index of each new row (the
@@ -245,7 +255,7 @@ class HFEngine:
             hit = self.prefixes.take(request.prompt_ids) if self.prefixes is not None else None
             (fresh if hit is None else cached).append((key, request, hit))
         if cached and batch is not None and len(batch):
-            batch.joining.extend((k, r, hit, self._noise(r)) for k, r, hit in cached)
+            batch.joining += [_Joining(k, r, *hit, self._noise(r)) for k, r, hit in cached]
             cached = []
         for part in (self._prefill_fresh(fresh), self._prefill_cached(cached)):
             if part is not None:
@@ -296,7 +306,8 @@ class HFEngine:
         )
 
     def _step(self, batch: _Running, done: Done) -> _Running | None:
-        """Sample one token per row, hand back finished rows, decode the rest one position."""
+        """Sample one token per row, hand back finished rows, decode the rest one position,
+        and run the joining rows' new tokens in the same forward."""
         chosen, chosen_logprobs = sample(batch.logits, batch.requests, batch.noises)
         keep = []
         sampled = zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
@@ -327,12 +338,12 @@ class HFEngine:
             chosen,
             batch.next_position,
             batch.cache,
-            [keys_values for _, _, (_, keys_values), _ in joining],
-            [request.prompt_ids[n:] for _, request, (n, _), _ in joining],
+            [row.keys_values for row in joining],
+            [row.request.prompt_ids[row.prefix_length :] for row in joining],
             self.pad_token_id,
         )
         batch.next_position = torch.cat([batch.next_position + 1, joined_positions])
-        batch.add([j[0] for j in joining], [j[1] for j in joining], [j[3] for j in joining])
+        batch.add(joining)
         return batch
 
     def _noise(self, request: GenerationRequest) -> GumbelNoise:

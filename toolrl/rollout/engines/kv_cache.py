@@ -46,10 +46,6 @@ class KVCache:
         valid = torch.zeros(slots, width + GROWTH, dtype=torch.bool, device=like.device)
         return cls(data, valid, rows, 0, width)
 
-    def layer(self, index: int) -> Tensor:
-        """Layer `index`'s keys and values of the rows in use, [2, rows, kv_heads, C, head_dim]."""
-        return self.data[index, :, : self.rows]
-
     def reserve(self) -> None:
         """Make room for one more column (moving the used columns to the front if needed)."""
         if self.end < self.data.shape[4]:
