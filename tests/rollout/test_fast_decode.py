@@ -172,6 +172,21 @@ def test_fused_weights_follow_training_updates():
     assert (want - got).abs().max() < TOLERANCE
 
 
+def test_a_refreshed_decoder_can_be_deep_copied_and_pickled():
+    """Packed (oneDNN) weights have no storage; copies carry the plain weights and pack anew."""
+    import copy
+    import pickle
+
+    model, g = build_model(VOCAB, seed=0), torch.Generator().manual_seed(1)
+    ids, mask, positions = left_pad(random_prompts([5, 8], g))
+    fast = FastDecoder(model)
+    fast.refresh()
+    want, _ = fast.prefill(ids, mask, positions)
+    for clone in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        got, _ = clone.prefill(ids, mask, positions)
+        assert torch.equal(want, got)
+
+
 def test_supports_only_plain_qwen_models():
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -76,10 +76,11 @@ def mean_entropy(model, batch):
     return float((entropy * batch.loss_mask).sum() / batch.loss_mask.sum())
 
 
-@pytest.mark.parametrize("entropy_coef", [0.0, 1.0])
-def test_entropy_bonus_raises_the_entropy_when_rewards_carry_no_signal(rl_config, entropy_coef):
+@pytest.mark.parametrize("entropy_coef", [0.0, 1.0, -1.0])
+def test_entropy_coef_moves_the_entropy_its_way_when_rewards_carry_no_signal(rl_config, entropy_coef):
     """Equal rewards give zero advantages: the policy loss has no gradient, so only the
-    entropy bonus (algorithm.entropy_coef) moves the policy, towards higher entropy."""
+    entropy term (algorithm.entropy_coef) moves the policy: a bonus (> 0) raises the entropy,
+    a penalty (< 0) lowers it."""
     rl_config.algorithm.entropy_coef = entropy_coef
     rl_config.trainer.weight_decay = 0.0
 
@@ -98,7 +99,7 @@ def test_entropy_bonus_raises_the_entropy_when_rewards_carry_no_signal(rl_config
     metrics = trainer.step(0)
     change = mean_entropy(trainer.model, captured["batch"]) - captured["before"]
     if entropy_coef:
-        assert change > 1e-3
+        assert change * entropy_coef > 1e-3
         assert metrics["actor/entropy_loss"] == pytest.approx(metrics["actor/entropy"], rel=1e-4)
     else:
         assert abs(change) < 1e-6 and "actor/entropy_loss" not in metrics

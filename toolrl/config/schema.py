@@ -119,8 +119,8 @@ class AlgorithmConfig:
     """Sample estimator of the KL term when kl_coef > 0."""
     entropy_coef: float = 0.0
     """Entropy bonus weight: the loss is pg_loss − entropy_coef · agg(entropy), aggregated like
-    the policy loss (verl's entropy_coeff). 0 in the paper (entropy is logged and kept alive by
-    clip-higher)."""
+    the policy loss (verl's entropy_coeff): > 0 rewards entropy, < 0 penalises it. 0 in the paper
+    (entropy is logged and kept alive by clip-higher)."""
     filter_groups: bool = False
     """Drop groups whose rewards are all equal (DAPO dynamic sampling); off in the released recipe."""
     old_log_probs: Literal["auto", "recompute", "rollout"] = "auto"

@@ -311,7 +311,7 @@ class RLTrainer:
                 part,
                 temperature=self.config.rollout.temperature,
                 with_entropy=True,
-                entropy_grad=self.config.algorithm.entropy_coef > 0,
+                entropy_grad=self.config.algorithm.entropy_coef != 0,
             )
             if old_logprobs[micro].isnan().all():  # on-policy rows (see reference_logprobs)
                 old_logprobs[micro] = logprobs.detach()
@@ -353,7 +353,7 @@ class RLTrainer:
             "actor/pg_loss": float(loss.detach()),
             "actor/entropy": float(agg_loss(entropy.detach(), mask, "token-mean")) * share,
         }
-        if alg.entropy_coef > 0:  # a bonus: maximising entropy is minimising its negative
+        if alg.entropy_coef != 0:  # > 0 a bonus (maximise entropy), < 0 a penalty
             entropy_loss = agg_loss(entropy, mask, alg.loss_agg_mode, **norms)
             loss = loss - alg.entropy_coef * entropy_loss
             stats["actor/entropy_loss"] = float(entropy_loss.detach())

@@ -72,6 +72,13 @@ class _Linear:
         if pack and _can_pack(weight):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 32)
 
+    # A packed tensor has no storage to copy or pickle: copies carry the weight and pack anew.
+    def __getstate__(self) -> dict:
+        return {"weight": self.weight, "bias": self.bias, "pack": self.packed is not None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["weight"], state["bias"], state["pack"])
+
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed is None:
             return F.linear(x, self.weight, self.bias)
