@@ -77,7 +77,9 @@ def mean_entropy(model, batch):
 
 
 @pytest.mark.parametrize("entropy_coef", [0.0, 1.0, -1.0])
-def test_entropy_coef_moves_the_entropy_its_way_when_rewards_carry_no_signal(rl_config, entropy_coef):
+def test_entropy_coef_moves_the_entropy_its_way_when_rewards_carry_no_signal(
+    rl_config, entropy_coef
+):
     """Equal rewards give zero advantages: the policy loss has no gradient, so only the
     entropy term (algorithm.entropy_coef) moves the policy: a bonus (> 0) raises the entropy,
     a penalty (< 0) lowers it."""
