@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolrl.rollout.engines.base import GenerationRequest
-from toolrl.rollout.engines.hf import GumbelNoise, sample
+from toolrl.rollout.engines.sampling import GumbelNoise, sample
 
 LOGITS = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
 
