@@ -48,11 +48,7 @@ class KVCache:
 
     def reserve(self) -> None:
         """Make room for one more column (moving the used columns to the front if needed)."""
-        if self.end < self.data.shape[4]:
-            return
-        grown = KVCache.allocate(self.data, self.rows, self.end - self.start, self.data.shape[2])
-        grown.copy_rows(self, slice(0, self.rows), slice(0, self.rows))
-        self.data, self.valid, self.start, self.end = grown.data, grown.valid, 0, grown.end
+        self.make_room(self.rows, 0)
 
     def copy_rows(self, source: KVCache, rows, source_rows, first: int | None = None) -> None:
         """Write `source_rows` of `source`, columns [first (default: its start), its end), into
@@ -118,10 +114,11 @@ class KVCache:
         return self
 
     def make_room(self, rows: int, before_end: int) -> None:
-        """Capacity for `rows` rows in all and at least `before_end` columns before `end`: if
-        either is missing, a larger cache with the used columns copied right-aligned."""
+        """Capacity for `rows` rows in all, at least `before_end` columns before `end` and a
+        column at `end`: if any is missing, a larger cache with the used columns copied
+        right-aligned (and GROWTH columns after them)."""
         capacity = self.data.shape[2]
-        if rows <= capacity and before_end <= self.end:
+        if rows <= capacity and before_end <= self.end < self.data.shape[4]:
             return
         used = self.end - self.start
         capacity = capacity if rows <= capacity else max(rows, 2 * capacity)
@@ -135,7 +132,7 @@ class KVCache:
         it) so that its next `span` tokens fill columns [end + 1 − span, end + 1), ending in the
         column the next decoding step writes; the prefix fills the n_i columns before them.
         Marks the prefix columns valid (the caller marks which of the `span` columns hold
-        tokens) and returns the new rows. Needs `end` < column capacity (`reserve`)."""
+        tokens) and returns the new rows."""
         widest = max(prefix.shape[3] for prefix in prefixes)
         self.make_room(self.rows + len(prefixes), widest + span - 1)
         new = slice(self.rows, self.rows + len(prefixes))
