@@ -26,7 +26,7 @@ def test_fast_demo_runs_every_stage_leaves_its_artefacts_and_caches(tmp_path, ca
     assert set(record["timings"]) >= {"tasks", "model", "collect", "sft", "rl", "eval rl"}
     # The teacher really ran the sandbox, and its trajectories became SFT rows that trained.
     stats = json.loads((out / "data" / "sft.stats.json").read_text())
-    assert stats["kept"] > 0 and stats["kept_rows"]["tool_success_rate"] > 0.5
+    assert stats["kept"] > 0 and stats["kept_rows"]["tool/success_rate"] > 0.5
     sft_metrics = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").open()]
     assert sft_metrics and all(m["train/loss"] > 0 for m in sft_metrics)
     # RL ran its steps through the sandbox and wrote the run directory the report reads.

@@ -13,10 +13,9 @@ import urllib.request
 import pytest
 import torch
 
-from toolrl.chat import encode, render
+from toolrl.chat import CODE_INTERPRETER_SCHEMA, encode, render
 from toolrl.rollout.engines.scripted import ScriptedEngine
 from toolrl.serving.server import OpenAIServer
-from toolrl.template_check import TOOLS
 
 
 def http(url: str, payload: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
@@ -137,7 +136,12 @@ def test_chat_completion_renders_with_the_template(served, tiny_tokenizer):
     messages = [{"role": "user", "content": "What is 6 * 7?"}]
     status, body = http(
         served.url + "/v1/chat/completions",
-        {"messages": messages, "tools": TOOLS, "max_tokens": 6, "logprobs": True},
+        {
+            "messages": messages,
+            "tools": [CODE_INTERPRETER_SCHEMA],
+            "max_tokens": 6,
+            "logprobs": True,
+        },
     )
     assert status == 200
     choice = body["choices"][0]
@@ -148,7 +152,8 @@ def test_chat_completion_renders_with_the_template(served, tiny_tokenizer):
     )
     assert len(choice["logprobs"]["content"]) == body["usage"]["completion_tokens"]
     prompt = encode(
-        tiny_tokenizer, render(tiny_tokenizer, messages, TOOLS, add_generation_prompt=True)
+        tiny_tokenizer,
+        render(tiny_tokenizer, messages, [CODE_INTERPRETER_SCHEMA], add_generation_prompt=True),
     )
     assert body["usage"]["prompt_tokens"] == len(prompt)
 
@@ -193,7 +198,10 @@ def test_chat_parses_hermes_tool_calls_and_reads_them_back(tiny_tokenizer):
     engine = ScriptedEngine(tiny_tokenizer, policy)
     with OpenAIServer(engine, tiny_tokenizer, model_name="s", max_model_len=4096).start() as server:
         messages = [{"role": "user", "content": "6 * 7?"}]
-        _, body = http(server.url + "/v1/chat/completions", {"messages": messages, "tools": TOOLS})
+        _, body = http(
+            server.url + "/v1/chat/completions",
+            {"messages": messages, "tools": [CODE_INTERPRETER_SCHEMA]},
+        )
         [choice] = body["choices"]
         assert choice["finish_reason"] == "tool_calls"
         reply = choice["message"]
@@ -209,18 +217,23 @@ def test_chat_parses_hermes_tool_calls_and_reads_them_back(tiny_tokenizer):
             reply,
             {"role": "tool", "tool_call_id": tool_call["id"], "content": "42\n"},
         ]
-        _, body = http(server.url + "/v1/chat/completions", {"messages": history, "tools": TOOLS})
+        _, body = http(
+            server.url + "/v1/chat/completions",
+            {"messages": history, "tools": [CODE_INTERPRETER_SCHEMA]},
+        )
         assert body["choices"][0]["message"] == {"role": "assistant", "content": "\\boxed{42}"}
         raw = [
             *messages,
             {"role": "assistant", "content": "I will compute.\n" + call("print(6 * 7)")},
             {"role": "tool", "content": "42\n"},
         ]
-        assert contexts[-1] == render(tiny_tokenizer, raw, TOOLS, add_generation_prompt=True)
+        assert contexts[-1] == render(
+            tiny_tokenizer, raw, [CODE_INTERPRETER_SCHEMA], add_generation_prompt=True
+        )
         # without tools (or tool_choice none) the text comes back as it was written
         _, body = http(
             server.url + "/v1/chat/completions",
-            {"messages": messages, "tools": TOOLS, "tool_choice": "none"},
+            {"messages": messages, "tools": [CODE_INTERPRETER_SCHEMA], "tool_choice": "none"},
         )
         assert "<tool_call>" in body["choices"][0]["message"]["content"]
         assert http(server.url + "/health")[1]["requests_done"] == 3

@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from toolrl.chat import (
+    CODE_INTERPRETER_SCHEMA,
     ObservationWrapper,
     TemplateError,
+    code_interpreter_call,
     encode,
     end_of_turn_token,
     first_difference,
@@ -26,26 +28,10 @@ from toolrl.chat import (
     render_with_mask,
 )
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "code_interpreter",
-            "description": "Run Python code and return what it prints.",
-            "parameters": {
-                "type": "object",
-                "properties": {"code": {"type": "string", "description": "Python source"}},
-                "required": ["code"],
-            },
-        },
-    }
-]
+TOOLS = [CODE_INTERPRETER_SCHEMA]
+"""The episode's tools: the paper's code interpreter."""
 
 THINK = "<think>\nThe product is large; I will use the tool.\n</think>\n\n"
-
-
-def _call(code: str) -> str:
-    return f'<tool_call>\n{{"name": "code_interpreter", "arguments": {{"code": "{code}"}}}}\n</tool_call>'
 
 
 EPISODE = [
@@ -53,12 +39,14 @@ EPISODE = [
     {"role": "user", "content": "What is 123456789 * 987654321? Put the answer in \\boxed{}."},
     {
         "role": "assistant",
-        "content": THINK + "Let me compute it.\n" + _call("print(123456789 * 987654321)"),
+        "content": THINK
+        + "Let me compute it.\n"
+        + code_interpreter_call("print(123456789 * 987654321)"),
     },
     {"role": "tool", "content": "121932631112635269"},
     {
         "role": "assistant",
-        "content": "Checking once more.\n" + _call("x = 987654321\\nx * 123456789"),
+        "content": "Checking once more.\n" + code_interpreter_call("x = 987654321\\nx * 123456789"),
     },
     {"role": "tool", "content": "121932631112635269\n"},
     {

@@ -96,8 +96,16 @@ class Trajectory:
 
     @property
     def has_infra_error(self) -> bool:
-        """A sandbox failure happened: the trainer masks this trajectory instead of punishing it."""
+        """A tool call's infrastructure failed (the sandbox, a tool server): not the policy's doing."""
         return any(call.status == "infra_error" for call in self.tool_calls)
+
+    @property
+    def excluded_from_training(self) -> bool:
+        """Infrastructure failed during the rollout (a tool call) or while grading (the code
+        grader's sandbox): the reward says nothing about the policy, so RL leaves the trajectory
+        out of the loss and of its group's baseline, and data collection and filtering drop it.
+        The one rule every consumer uses; counted as `rollout/infra_masked`."""
+        return self.has_infra_error or bool(self.reward_info.get("infra_error"))
 
     @property
     def final_text(self) -> str:

@@ -9,11 +9,11 @@ from toolrl.chat import render_with_mask
 from toolrl.cli import main
 from toolrl.config import RolloutConfig
 from toolrl.data.collect import collect, conversation_key
+from toolrl.data.sft import load_sft_examples
 from toolrl.rollout.agent_loop import LoopSettings
 from toolrl.rollout.engines.scripted import ScriptedEngine
 from toolrl.serving.server import OpenAIServer
 from toolrl.tools.code_interpreter import CodeInterpreter, middle_truncate
-from toolrl.trainers.sft import load_sft_examples
 from toolrl.types import Sample
 
 LONG = "print('ab' * 300)\nprint(6 * 7)"
@@ -122,8 +122,8 @@ def test_filtering_deduplication_and_statistics(tiny_tokenizer, tmp_path, interp
     assert stats["stop_reasons"] == {"answered": 9, "max_turns": 3}
     # the looping teacher's third call is never run: max_turns stops the trajectory first
     assert stats["all"]["tool_statuses"] == {"success": 12, "error": 3}
-    assert stats["all"]["tool_success_rate"] == 0.8
-    assert stats["all"]["tool_calls_per_trajectory"] == 1.25
+    assert stats["all"]["tool/success_rate"] == 0.8
+    assert stats["all"]["tool/calls_per_response"] == 1.25
     assert stats["kept_rows"]["tool_calls_histogram"] == {"1": 2}
     assert stats["samples_solved"] == 2
     everything = run(tiny_tokenizer, tmp_path, interpreter, keep="all", dedupe=False)

@@ -6,9 +6,9 @@ import pytest
 
 from toolrl.chat import render_with_mask
 from toolrl.cli import main
+from toolrl.data.sft import load_sft_examples
 from toolrl.data.stitch import find_computation, split_steps, stitch, stitch_rows, to_python
 from toolrl.template_check import TOOLS
-from toolrl.trainers.sft import load_sft_examples
 
 SOLUTION = (
     "The rectangle has area $3 \\times 4 = 12$.\n\n"

@@ -56,7 +56,7 @@ def _fake_pipeline(monkeypatch, calls: list):
         (out / run_name).mkdir(parents=True, exist_ok=True)
         (out / run_name / "metrics.jsonl").write_text('{"acc/mean": 0.5, "actor/entropy": 0.3}\n')
         metrics = {"acc/avg@4": 0.25 + 0.01 * settings.seed, "acc/pass@4": 0.5,
-                   "tool_calls/mean": 1.0, "tool_calls/success_rate": 0.9,
+                   "tool/calls_per_response": 1.0, "tool/success_rate": 0.9,
                    "response_length/mean": 80.0}  # fmt: skip
         summary = {"math": {"metrics": metrics}}
         record = {"k": 4, "benchmarks": ["math"], "rl_run_dir": run_name,

@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from toolrl.distributed.data_parallel import shard_rows
 from toolrl.distributed.launch import Placement, start_ranks
+from toolrl.trainers.parallel import shard_rows
+from toolrl.trainers.rl import PolicyBatch
 from toolrl.trainers.rl_setup import build_rl_trainer
 
 from .conftest import EchoTool, parity_reward
@@ -39,9 +40,9 @@ def update_once(config, trajectories, advantages, distributed: bool):
         return real_step(*args, **kwargs)
 
     trainer.optimizer.step = spy
-    batch = trainer.collate(trajectories)
-    old, ref = trainer.reference_logprobs(batch)
-    metrics = trainer.update_policy(batch, advantages, old, ref)
+    batch = PolicyBatch(trainer.collate(trajectories), advantages)
+    trainer.fill_reference_logprobs(batch)
+    metrics = trainer.update_policy(batch)
     params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     return grads, metrics, params
 
@@ -49,7 +50,7 @@ def update_once(config, trajectories, advantages, distributed: bool):
 def fixed_batch(config):
     """A real rollout of the tiny model, scored, with GRPO advantages (made once, here)."""
     trainer, _ = build_rl_trainer(config, tools=[EchoTool()], reward_fn=parity_reward)
-    trajectories = trainer.loop.run(trainer.prompts.batch(0), n=config.rollout.n)
+    trajectories = trainer.rollout.run(trainer.prompts.batch(0), config.rollout.n, seed=0)
     parity_reward(trajectories)
     return trajectories, trainer.advantages(trajectories)
 

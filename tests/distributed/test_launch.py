@@ -6,10 +6,9 @@ import dataclasses
 import pytest
 
 from toolrl.config import ConfigError, load_config
-from toolrl.distributed.launch import placement_of
+from toolrl.distributed.launch import fit_on_backend, placement_of
 from toolrl.distributed.sandbox import PooledTool
 from toolrl.trainers.checkpoint import latest_checkpoint
-from toolrl.trainers.rl_setup import fit
 from toolrl.trainers.tracking import read_metrics
 
 from .conftest import EchoTool, parity_reward
@@ -50,7 +49,7 @@ def test_a_ray_rl_step_completes_and_checkpoints(rl_config, ray_cluster):
         trainer=dataclasses.replace(rl_config.trainer, backend="ray", ranks_per_node=2),
         rollout=dataclasses.replace(rl_config.rollout, num_workers=2),
     )
-    run_dir = fit(config, tools=[EchoTool()], reward_fn=parity_reward)
+    run_dir = fit_on_backend(config, tools=[EchoTool()], reward_fn=parity_reward)
     (metrics,) = read_metrics(run_dir)
     assert metrics["rollout/trained_trajectories"] == 8
     assert metrics["actor/grad_norm"] > 0

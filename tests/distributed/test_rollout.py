@@ -6,7 +6,6 @@ import time
 import pytest
 
 from toolrl.distributed.rollout import RayRollout, RolloutWorker, split_groups
-from toolrl.rollout.agent_loop import settings_from_config
 from toolrl.trainers.rl import PromptStream
 from toolrl.trainers.rl_setup import load_prompts
 
@@ -24,9 +23,9 @@ class SlowRolloutWorker(RolloutWorker):
     """A rollout worker whose rollouts take at least `delay` seconds, so a test can kill it
     while one is in flight."""
 
-    def rollout(self, groups, n, settings, delay=1.5):
+    def rollout(self, groups, n, seed, delay=1.5):
         time.sleep(delay)
-        return super().rollout(groups, n, settings)
+        return super().rollout(groups, n, seed)
 
 
 def provider(ray, config, worker_cls, num_workers=2):
@@ -34,8 +33,7 @@ def provider(ray, config, worker_cls, num_workers=2):
         actor = ray.remote(worker_cls).options(num_cpus=0.01)
         return actor.remote(config.to_dict(), lambda: [EchoTool()])
 
-    tokenizer_free_settings = settings_from_config(config.rollout, max_context_length=0, seed=7)
-    return RayRollout(start, num_workers, tokenizer_free_settings)
+    return RayRollout(start, num_workers)
 
 
 def step_samples(config, tiny_tokenizer):
@@ -55,7 +53,7 @@ def test_a_killed_worker_is_replaced_and_its_trajectories_rerun_once(
     n = rl_config.rollout.n
     rollout = provider(ray_cluster, rl_config, SlowRolloutWorker)
     try:
-        expected = rollout.run(samples, n)  # no failure: the reference
+        expected = rollout.run(samples, n, seed=7)  # no failure: the reference
         assert keys(expected) == [(s.id, k) for s in samples for k in range(n)]
         assert rollout.replacements == 0
 
@@ -63,7 +61,7 @@ def test_a_killed_worker_is_replaced_and_its_trajectories_rerun_once(
 
         def run():
             try:
-                result.extend(rollout.run(samples, n))
+                result.extend(rollout.run(samples, n, seed=7))
             except Exception as err:  # surfaced by the assertion below
                 errors.append(err)
 

@@ -53,7 +53,7 @@ def test_toolrl_eval_end_to_end_and_resume(tiny_dir, bench_files, tmp_path, caps
             "acc/avg@2",
             "acc/pass@2",
             "acc/maj@2",
-            "tool_calls/mean",
+            "tool/calls_per_response",
             "response_length/mean",
         } <= metrics.keys()
         assert 0 < metrics["response_length/mean"] <= 40

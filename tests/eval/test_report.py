@@ -169,8 +169,8 @@ def test_before_after_table_shows_each_stage_from_its_summary(report, demo_run):
         assert cells[2].startswith(expected_avg[stage["name"]])
         assert cells[3].startswith(f"{m['acc/pass@2']:.3f}")
         assert cells[4].startswith(f"{m['acc/maj@2']:.3f}")
-        assert cells[5] == f"{m['tool_calls/mean']:.2f}"
-        assert cells[6] == f"{m['tool_calls/success_rate']:.2f}"
+        assert cells[5] == f"{m['tool/calls_per_response']:.2f}"
+        assert cells[6] == f"{m['tool/success_rate']:.2f}"
         assert cells[7] == f"{m['response_length/mean']:.0f}"
     assert "(+1.000)" in page  # rl's avg@k against base's
     assert "rl 61.0 s" in page
@@ -207,7 +207,7 @@ def test_malformed_inputs_are_noted_where(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "actor/entropy": 2.5}\n{"step": 2, "act')
     (tmp_path / "stages.json").write_text('{"stages": [{"name": "base"}]}')
     page = write_report(tmp_path).read_text()
-    assert "metrics.jsonl: line 2 is not a JSON object; skipped" in page
+    assert "metrics.jsonl: line 2: not valid JSON" in page
     assert "stages.json: expected" in page
     assert 'data-key="actor/entropy" data-points="1"' in page
     assert "not logged in this run: critic/score/mean" in page

@@ -80,7 +80,7 @@ def test_every_mode_is_graded_and_summarised(tiny_tokenizer, tools, bench_files,
     assert m["gpqa"]["acc_strict/avg@2"] == 0.5 and m["gpqa"]["acc_equivalent/avg@2"] == 1.0
     assert m["lcb"]["acc/avg@2"] == 0.5 and summaries["lcb"]["modes"] == ["code"]
     assert m["humaneval"]["acc/avg@2"] == 1.0 and m["humaneval"]["acc/maj@2"] == 1.0
-    assert m["aime24"]["tool_calls/mean"] == 0.5 and m["aime24"]["tool_calls/success_rate"] == 1.0
+    assert m["aime24"]["tool/calls_per_response"] == 0.5 and m["aime24"]["tool/success_rate"] == 1.0
     assert m["aime24"]["stop_reason/answered"] == 1.0
     assert m["aime24"]["acc/best@2/mean"] == 0.5 and "acc/maj@2/mean" in m["aime24"]
     lo, hi = summaries["aime24"]["intervals"]["acc/avg@2"]

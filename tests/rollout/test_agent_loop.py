@@ -7,11 +7,10 @@ import time
 
 import pytest
 
-from toolrl.chat import ObservationWrapper, encode, render
+from toolrl.chat import CODE_INTERPRETER_SCHEMA, ObservationWrapper, encode, render
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.hf import HFEngine
 from toolrl.rollout.engines.scripted import ScriptedEngine
-from toolrl.template_check import TOOLS
 from toolrl.tools.base import ToolResult
 from toolrl.types import Sample
 
@@ -20,7 +19,7 @@ class EvalTool:
     """A stand-in code_interpreter: evaluates arithmetic, optionally slowly or failing."""
 
     name = "code_interpreter"
-    schema = TOOLS[0]
+    schema = CODE_INTERPRETER_SCHEMA
 
     def __init__(self, delay: float = 0.0, fail: bool = False):
         self.delay, self.fail, self.calls = delay, fail, []
@@ -77,7 +76,9 @@ def test_tokens_and_masks_are_exact(tiny_tokenizer):
     assert tiny_tokenizer.decode(injected) == glue.text(["42"]) + glue.text(["49"])
     # prompt + response is exactly the chat template's rendering of the finished conversation,
     # up to the glue the template writes after the last turn.
-    template = encode(tiny_tokenizer, render(tiny_tokenizer, traj.messages(), TOOLS))
+    template = encode(
+        tiny_tokenizer, render(tiny_tokenizer, traj.messages(), [CODE_INTERPRETER_SCHEMA])
+    )
     full = traj.prompt_ids + traj.response_ids
     assert template[: len(full)] == full
     assert tiny_tokenizer.decode(template[len(full) :]).strip() == ""
@@ -271,8 +272,8 @@ def test_a_short_turn_goes_to_its_tool_while_a_long_turn_still_decodes(tiny_toke
     agent = AgentLoop(engine, tiny_tokenizer, [Recording()], LoopSettings())
     original = agent._generate
 
-    async def timed(traj, scheduler):
-        state = await original(traj, scheduler)
+    async def timed(traj, scheduler, seed):
+        state = await original(traj, scheduler, seed)
         if traj.sample.id == "q1":
             events["long_turn_done"] = time.monotonic()
         return state
@@ -349,11 +350,11 @@ def test_a_failing_trajectory_ends_the_driven_engine_and_reaches_the_caller(tiny
 
     original = agent._generate
 
-    async def first_turn_fails(traj, scheduler):
+    async def first_turn_fails(traj, scheduler, seed):
         if traj.sample.id == "q0":
             await asyncio.sleep(0.2)  # q1 is decoding by now
             raise ValueError("tool glue broke")
-        return await original(traj, scheduler)
+        return await original(traj, scheduler, seed)
 
     agent._generate = first_turn_fails
     started = time.monotonic()

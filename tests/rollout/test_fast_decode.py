@@ -427,9 +427,9 @@ def test_prefix_store_finds_the_longest_stored_prefix_once_and_evicts_the_oldest
     assert store.hits == 2 and store.reused_tokens == len(short) + len(long_)
 
 
-def test_weights_changed_after_a_fused_optimizer_step(tiny_dir):
+def test_weights_updated_after_a_fused_optimizer_step(tiny_dir):
     """A fused AdamW step updates the parameters without moving their version counters, so the
-    engine cannot see it by itself; after `weights_changed()` it rebuilds its fused weights and
+    engine cannot see it by itself; after `weights_updated()` it rebuilds its fused weights and
     forgets its prefixes, and samples what a fresh engine on the updated model samples."""
     engine = HFEngine.from_path(str(tiny_dir))
     requests = [GenerationRequest(list(range(40, 60)), 16, seed=3)]
@@ -438,7 +438,7 @@ def test_weights_changed_after_a_fused_optimizer_step(tiny_dir):
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
     model(input_ids=torch.tensor([requests[0].prompt_ids])).logits.square().mean().backward()
     optimizer.step()
-    engine.weights_changed()
+    engine.weights_updated()
     got = engine.generate(requests)[0]
     want = HFEngine(model, seed=0).generate(requests)[0]
     assert got.token_ids == want.token_ids

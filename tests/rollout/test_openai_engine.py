@@ -13,15 +13,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from toolrl.chat import render
+from toolrl.chat import (
+    CODE_INTERPRETER_SCHEMA,
+    ConversationReader,
+    ProtocolError,
+    render,
+    wire_messages,
+)
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.base import GenerationRequest
 from toolrl.rollout.engines.hf import HFEngine
 from toolrl.rollout.engines.openai import OpenAIEngine, OpenAIEngineError, normalize_base_url
 from toolrl.rollout.engines.scripted import ScriptedEngine
-from toolrl.serving.protocol import ConversationReader, ProtocolError, wire_messages
 from toolrl.serving.server import OpenAIServer
-from toolrl.template_check import TOOLS
 from toolrl.types import Sample
 
 
@@ -29,7 +33,7 @@ class EvalTool:
     """A stand-in code_interpreter that evaluates arithmetic."""
 
     name = "code_interpreter"
-    schema = TOOLS[0]
+    schema = CODE_INTERPRETER_SCHEMA
 
     async def call(self, arguments):
         from toolrl.tools.base import ToolResult
@@ -94,7 +98,7 @@ def test_chat_api_against_toolrl_serve(served, tiny_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    with OpenAIEngine(served, tokenizer, api="chat", tools=TOOLS) as engine:
+    with OpenAIEngine(served, tokenizer, api="chat", tools=[CODE_INTERPRETER_SCHEMA]) as engine:
         trajs = AgentLoop(
             engine, tokenizer, [EvalTool()], LoopSettings(max_response_length=12)
         ).run(samples(2))
@@ -130,7 +134,9 @@ def test_multi_turn_tool_use_through_a_served_teacher(tiny_tokenizer, api):
     with OpenAIServer(
         server_engine, tiny_tokenizer, model_name="teacher", max_model_len=4096
     ).start() as server:
-        engine = OpenAIEngine(server.url, tiny_tokenizer, api=api, tools=TOOLS, max_concurrency=4)
+        engine = OpenAIEngine(
+            server.url, tiny_tokenizer, api=api, tools=[CODE_INTERPRETER_SCHEMA], max_concurrency=4
+        )
         remote = AgentLoop(engine, tiny_tokenizer, [EvalTool()], settings).run(samples(), n=2)
         engine.close()
     for a, b in zip(remote, local, strict=True):
@@ -140,7 +146,7 @@ def test_multi_turn_tool_use_through_a_served_teacher(tiny_tokenizer, api):
 
 
 def test_conversation_reader_inverts_the_agent_loop(tiny_tokenizer):
-    reader = ConversationReader(tiny_tokenizer, TOOLS)
+    reader = ConversationReader(tiny_tokenizer, [CODE_INTERPRETER_SCHEMA])
     conversation = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "6 * 7, then 7 * 7?"},
@@ -150,9 +156,11 @@ def test_conversation_reader_inverts_the_agent_loop(tiny_tokenizer):
         {"role": "assistant", "content": "Broken " + "<tool_call>\nnot json\n</tool_call>"},
         {"role": "tool", "content": "Error: tool call is not valid JSON"},
     ]
-    text = render(tiny_tokenizer, conversation, TOOLS, add_generation_prompt=True)
+    text = render(
+        tiny_tokenizer, conversation, [CODE_INTERPRETER_SCHEMA], add_generation_prompt=True
+    )
     assert reader.read(text) == conversation
-    wire = wire_messages(conversation, TOOLS)
+    wire = wire_messages(conversation, [CODE_INTERPRETER_SCHEMA])
     assert wire[2]["content"] == "Both." and [c["id"] for c in wire[2]["tool_calls"]] == [
         "call_2_0",
         "call_2_1",
@@ -171,7 +179,7 @@ def test_conversation_reader_inverts_the_agent_loop(tiny_tokenizer):
             {"role": "assistant", "content": "b"},
             {"role": "user", "content": "c"},
         ],
-        TOOLS,
+        [CODE_INTERPRETER_SCHEMA],
         add_generation_prompt=True,
     )
     with pytest.raises(ProtocolError):

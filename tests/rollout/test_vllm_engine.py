@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolrl.rollout.engines.base import GenerationRequest
-from toolrl.rollout.engines.vllm import VLLMEngine, VLLMRollout, weight_buckets
+from toolrl.rollout.engines.vllm import VLLMEngine, weight_buckets
 
 
 @dataclass
@@ -114,20 +114,18 @@ def test_weights_go_in_buckets_then_the_prefix_cache_is_reset():
     assert engine.llm.calls[0][1] == "toolrl_load_weights"
 
 
-def test_in_process_rollout_wakes_loads_weights_and_sleeps():
-    class Loop:
-        settings, tools = "settings", {}
-
-        def __init__(self, engine):
-            self.engine = engine
-
-        def run(self, samples, n):
-            return self.engine.generate([GenerationRequest([1], 1)])
-
-    engine = engine_with(Completion([5], steps((5, -0.5)), "length"))
-    rollout = VLLMRollout(Loop(engine), torch.nn.Linear(2, 2))
-    rollout.run([], 1)
-    rollout.run([], 1)
+def test_an_engine_following_the_policy_wakes_loads_weights_and_sleeps():
+    """RL in one process: the engine takes the trained model's weights before its first
+    generation and after every update, and sleeps after each rollout (training follows)."""
+    engine = engine_with(
+        Completion([5], steps((5, -0.5)), "length"), Completion([5], steps((5, -0.5)), "length")
+    )
+    engine.follow(torch.nn.Linear(2, 2))
+    assert not engine.samples_from(engine.policy)  # π_old is always recomputed for vLLM
+    for _ in range(2):  # two steps: rollout, then an update
+        engine.generate([GenerationRequest([1], 1)])
+        engine.rollout_done()
+        engine.weights_updated()
     order = [c[0] if c[0] != "wake_up" else f"wake_up:{c[1][0]}" for c in engine.llm.calls]
     assert order == [
         "rpc", "reset_prefix_cache", "generate", "sleep",  # first: awake, weights loaded

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from toolrl.sandbox.local import Sandbox
 from toolrl.sandbox.result import CommandResult, Limits, RunResult
-from toolrl.tools import TOOLS, CodeInterpreter, Tool
+from toolrl.tools import CodeInterpreter, Tool
 from toolrl.tools.code_interpreter import add_notebook_print, extract_code, middle_truncate
 
 
@@ -48,7 +48,7 @@ class FakeBackend:
 
 def test_schema_matches_the_paper() -> None:
     tool = CodeInterpreter(FakeBackend(RunResult("Success")))
-    assert isinstance(tool, Tool) and TOOLS["code_interpreter"] is CodeInterpreter
+    assert isinstance(tool, Tool)
     function = tool.schema["function"]
     assert tool.schema["type"] == "function" and function["name"] == "code_interpreter"
     assert function["parameters"]["required"] == ["code"]

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from toolrl.chat import CODE_INTERPRETER_SCHEMA
 from toolrl.config import load_config
-from toolrl.template_check import TOOLS
 from toolrl.tools.base import ToolResult
 
 
@@ -14,7 +14,7 @@ class EchoTool:
     """Deterministic stand-in for the code interpreter (the real one is tested with the sandbox)."""
 
     name = "code_interpreter"
-    schema = TOOLS[0]
+    schema = CODE_INTERPRETER_SCHEMA
 
     async def call(self, arguments):
         await asyncio.sleep(0)

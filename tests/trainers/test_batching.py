@@ -13,7 +13,7 @@ from toolrl.trainers.batching import (
     pad_sequences,
     token_logprobs,
 )
-from toolrl.trainers.rl import RLTrainer
+from toolrl.trainers.rl import PolicyBatch, RLTrainer
 
 VOCAB = 300
 
@@ -132,6 +132,7 @@ def updated(batch, *, precompute_all: bool, attention_dropout: float = 0.0):
     config = Config()
     config.rollout.n, config.trainer.ppo_mini_batch_size = 3, 1
     config.trainer.micro_batch_size, config.trainer.ppo_epochs = 2, 2
+    config.algorithm.old_log_probs = "recompute"
     model = build_model(VOCAB, seed=0)
     model.config.attention_dropout = attention_dropout  # read only in training mode
     # SGD: Adam's m/√v would blow float rounding in near-zero gradients up to ±lr
@@ -139,13 +140,20 @@ def updated(batch, *, precompute_all: bool, attention_dropout: float = 0.0):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     trainer = RLTrainer(config, model, None, None, None, None, optimizer, scheduler)
     model.eval()
-    old, ref = trainer.reference_logprobs(batch)
+    rows = PolicyBatch(batch, torch.linspace(-1, 1, len(batch)))
+    trainer.fill_reference_logprobs(rows)
     if precompute_all:
         with torch.no_grad():
-            old = trainer.logprobs_of(model, batch)
-    skipped = old.isnan().all(-1)
-    metrics = trainer.update_policy(batch, torch.linspace(-1, 1, len(batch)), old, ref)
-    return skipped, old, metrics, torch.cat([p.detach().flatten() for p in model.parameters()])
+            rows.old_logprobs = trainer.logprobs_of(model, batch)
+        rows.old_from_first_forward[:] = False
+    skipped = rows.old_from_first_forward.clone()
+    metrics = trainer.update_policy(rows)
+    return (
+        skipped,
+        rows.old_logprobs,
+        metrics,
+        torch.cat([p.detach().flatten() for p in model.parameters()]),
+    )
 
 
 def test_the_first_mini_batch_takes_its_old_logprobs_from_its_own_forward():

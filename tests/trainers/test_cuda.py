@@ -36,11 +36,13 @@ def test_rl_step_on_cuda_follows_the_advantage(rl_config):
     original_update = trainer.update_policy
     captured = {}
 
-    def spy(batch, advantages, old, ref):
+    def spy(batch):
         captured.update(
-            batch=batch, advantages=advantages, before=sequence_logprob(trainer.model, batch)
+            batch=batch.tokens,
+            advantages=batch.advantages,
+            before=sequence_logprob(trainer.model, batch.tokens),
         )
-        return original_update(batch, advantages, old, ref)
+        return original_update(batch)
 
     trainer.update_policy = spy
     metrics = trainer.step(0)

@@ -51,13 +51,13 @@ def test_a_step_moves_the_policy_in_the_direction_of_the_advantage(rl_config):
     original_step = trainer.update_policy
     captured = {}
 
-    def spy(batch, advantages, old, ref):
+    def spy(batch):
         captured.update(
-            batch=batch,
-            advantages=advantages.clone(),
-            before=sequence_logprob(trainer.model, batch),
+            batch=batch.tokens,
+            advantages=batch.advantages.clone(),
+            before=sequence_logprob(trainer.model, batch.tokens),
         )
-        return original_step(batch, advantages, old, ref)
+        return original_step(batch)
 
     trainer.update_policy = spy
     metrics = trainer.step(0)
@@ -93,9 +93,9 @@ def test_entropy_coef_moves_the_entropy_its_way_when_rewards_carry_no_signal(
     trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=equal_rewards)
     original_step, captured = trainer.update_policy, {}
 
-    def spy(batch, advantages, old, ref):
-        captured.update(batch=batch, before=mean_entropy(trainer.model, batch))
-        return original_step(batch, advantages, old, ref)
+    def spy(batch):
+        captured.update(batch=batch.tokens, before=mean_entropy(trainer.model, batch.tokens))
+        return original_step(batch)
 
     trainer.update_policy = spy
     metrics = trainer.step(0)
@@ -111,7 +111,8 @@ def test_rollout_log_probs_are_the_old_log_probs_the_trainer_recomputes(rl_confi
     """`algorithm.old_log_probs=rollout` reuses the engine's log-probs: on the trained tokens
     they equal the trainer's forward, and a step with them trains as the recomputing one."""
     trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
-    batch = trainer.collate(trainer.loop.run(trainer.prompts.batch(0), n=rl_config.rollout.n))
+    samples = trainer.prompts.batch(0)
+    batch = trainer.collate(trainer.rollout.run(samples, rl_config.rollout.n, seed=0))
     trained = batch.loss_mask.bool()
     assert trained.sum() > 20
     recomputed = trainer.logprobs_of(trainer.model, batch)
@@ -140,10 +141,11 @@ def test_auto_takes_the_engines_log_probs_only_where_they_are_the_trainers(rl_co
 
     from toolrl.rollout.engines.hf import HFEngine
 
-    engine = trainer.loop.engine
-    trainer.loop.engine = HFEngine(copy.deepcopy(trainer.model))  # same weights, not the same model
+    loop = trainer.rollout.loop
+    engine = loop.engine
+    loop.engine = HFEngine(copy.deepcopy(trainer.model))  # same weights, not the same model
     assert trainer.old_log_probs_source() == "recompute"
-    trainer.loop.engine = engine
+    loop.engine = engine
     trainer.model.config.attention_dropout = 0.1
     assert trainer.old_log_probs_source() == "recompute"
     trainer.model.config.attention_dropout = 0.0
@@ -174,6 +176,42 @@ def test_infra_errors_are_masked_and_counted(rl_config):
     metrics = trainer.step(0)
     assert metrics["rollout/infra_masked"] == 1
     assert metrics["rollout/trained_trajectories"] == 2 * 4 - 1
+
+
+def test_a_grading_sandbox_failure_is_excluded_from_the_loss_and_the_baseline(rl_config):
+    """The code grader marks `reward_info["infra_error"]` when its sandbox failed: the reward
+    (scored as wrong) says nothing about the policy, so the trajectory is counted, left out of
+    the loss, and its group's baseline is computed from the other rollouts alone."""
+    from toolrl.algorithms import get_advantage_estimator
+
+    def reward_with_grading_failure(trajectories):
+        parity_reward(trajectories)
+        trajectories[0].reward = -1.0  # what the grader scores: a wrong answer
+        trajectories[0].reward_info["infra_error"] = True
+
+    trainer, _ = build_rl_trainer(
+        rl_config, tools=[EchoTool()], reward_fn=reward_with_grading_failure
+    )
+    seen = {}
+    update = trainer.update_policy
+
+    def spy(batch):
+        seen["batch"] = batch
+        return update(batch)
+
+    trainer.update_policy = spy
+    metrics = trainer.step(0)
+    assert metrics["rollout/infra_masked"] == 1
+    assert metrics["rollout/trained_trajectories"] == 2 * 4 - 1
+    first = trainer.last_trajectories[0]
+    assert first.excluded_from_training
+    rows = [t for t in trainer.last_trajectories if not t.excluded_from_training]
+    assert len(seen["batch"]) == len(rows)  # the excluded row is not in the loss
+    group = [t for t in rows if t.sample.id == first.sample.id]
+    expected = get_advantage_estimator("grpo")(
+        torch.tensor([t.reward for t in group]), torch.zeros(len(group), dtype=torch.long)
+    )
+    torch.testing.assert_close(seen["batch"].advantages[: len(group)], expected)
 
 
 def test_prompt_stream_is_a_function_of_the_step():
@@ -282,8 +320,8 @@ def test_kl_reference_is_the_starting_policy_frozen(tiny_dir, rl_data, tmp_path)
     for mine, theirs in zip(trainer.model.parameters(), ref.parameters(), strict=True):
         assert torch.equal(mine, theirs)
     trainer.step(0)  # the policy moves, the reference does not
-    moved = any(not torch.equal(a, b) for a, b in zip(trainer.model.parameters(), ref.parameters(), strict=True))  # fmt: skip
-    assert moved
+    pairs = zip(trainer.model.parameters(), ref.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
 
 
 def test_updates_run_on_update_threads_and_the_rollout_keeps_its_own(rl_config, monkeypatch):

@@ -10,10 +10,11 @@ from toolrl.chat import render_with_mask
 from toolrl.cli import main as cli_main
 from toolrl.config import load_config
 from toolrl.data.io import DataError
+from toolrl.data.sft import load_sft_examples
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.scripted import ScriptedEngine
 from toolrl.template_check import TOOLS
-from toolrl.trainers.sft import load_sft_examples, run_sft
+from toolrl.trainers.sft import run_sft
 from toolrl.trainers.tracking import read_metrics
 from toolrl.types import Sample
 

@@ -2,7 +2,8 @@
 
 Pure functions over torch tensors, each with its formula and paper in its docstring, registered
 by name in plain dicts (`ADVANTAGE_ESTIMATORS`, `POLICY_LOSSES`, `LOSS_AGG_MODES`,
-`KL_ESTIMATORS`); the `get_*` functions look a name up and say what the valid names are.
+`KL_ESTIMATORS`); the `get_*` functions look a name up and say what the valid names are, and
+`with_config` gives a looked-up function the settings it takes from the algorithm config.
 """
 
 from toolrl.algorithms.advantages import (
@@ -13,6 +14,7 @@ from toolrl.algorithms.advantages import (
     grpo_advantages,
     rloo_advantages,
 )
+from toolrl.algorithms.binding import config_fields_read, with_config
 from toolrl.algorithms.kl import KL_ESTIMATORS, get_kl_estimator, kl_k1, kl_k2, kl_k3
 from toolrl.algorithms.losses import (
     LOSS_AGG_MODES,
@@ -36,6 +38,7 @@ __all__ = [
     "POLICY_LOSSES",
     "agg_loss",
     "broadcast_to_tokens",
+    "config_fields_read",
     "dr_grpo_advantages",
     "entropy_from_log_probs",
     "entropy_from_logits",
@@ -55,4 +58,5 @@ __all__ = [
     "ppo_clip_loss",
     "rloo_advantages",
     "tool_call_shaping",
+    "with_config",
 ]

@@ -58,8 +58,8 @@ def _as_float(scores: Tensor) -> Tensor:
     return scores if scores.is_floating_point() else scores.to(torch.get_default_dtype())
 
 
-def grpo_advantages(scores: Tensor, group_ids: Tensor, *, eps: float = 1e-6) -> Tensor:
-    """GRPO (Shao et al. 2024, arXiv 2402.03300): A_i = (r_i − mean_g) / (std_g + eps).
+def grpo_advantages(scores: Tensor, group_ids: Tensor, *, adv_eps: float = 1e-6) -> Tensor:
+    """GRPO (Shao et al. 2024, arXiv 2402.03300): A_i = (r_i − mean_g) / (std_g + ε), ε = `adv_eps`.
 
     std_g is the unbiased (Bessel-corrected, n − 1) standard deviation of the group's scores, as
     `torch.std` and verl compute it. Singleton and all-equal groups get 0 (module docstring).
@@ -70,7 +70,7 @@ def grpo_advantages(scores: Tensor, group_ids: Tensor, *, eps: float = 1e-6) -> 
     deviation = scores - _group_sum(scores, index, num_groups) / count
     # Two passes (mean, then squared deviations) as torch.std does: no sum-of-squares cancellation.
     variance = _group_sum(deviation**2, index, num_groups) / (count - 1).clamp(min=1)
-    advantages = deviation / (variance.sqrt() + eps)
+    advantages = deviation / (variance.sqrt() + adv_eps)
     return torch.where(_comparable(scores, index, num_groups), advantages, 0.0)
 
 

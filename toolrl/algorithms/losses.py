@@ -225,7 +225,6 @@ def gspo_loss(
     *,
     clip_ratio_low: float = 3e-4,
     clip_ratio_high: float = 4e-4,
-    clip_ratio_c: float | None = None,
     loss_agg_mode: str = "seq-mean-token-mean",
     global_num_tokens: Normaliser = None,
     global_num_seqs: Normaliser = None,
@@ -237,8 +236,8 @@ def gspo_loss(
     its token form s_it = sg[s_i] · π(y_it) / sg[π(y_it)]: its value is s_i and its gradient is
     s_i·∇log π(y_it), so every aggregation mode gives GSPO's gradient. s_i is clamped above at e^10
     (as verl). Then l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny
-    (3e-4 / 4e-4) because a length-normalised ratio moves little. The dual clip applies only when
-    `clip_ratio_c` is given (GSPO has none). Metrics are token-weighted, as for `ppo_clip_loss`.
+    (3e-4 / 4e-4) because a length-normalised ratio moves little. GSPO has no dual clip, so
+    `algorithm.clip_ratio_c` does not apply. Metrics are token-weighted, as for `ppo_clip_loss`.
     """
     valid = response_mask != 0
     log_ratio = torch.where(valid, log_probs - old_log_probs, 0.0)
@@ -248,7 +247,7 @@ def gspo_loss(
     token_log_ratio = own_log_prob + seq_log_ratio.detach().unsqueeze(-1)
     ratio = torch.exp(torch.clamp(token_log_ratio, max=SEQ_LOG_RATIO_MAX))
     pg_losses, is_clipped, is_dual_clipped = _clipped_surrogate(
-        ratio, advantages, clip_ratio_low, clip_ratio_high, clip_ratio_c
+        ratio, advantages, clip_ratio_low, clip_ratio_high, None
     )
     loss = agg_loss(
         pg_losses,

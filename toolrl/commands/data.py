@@ -220,8 +220,7 @@ def _teacher(spec: str, config, args):
 def _close(teacher) -> None:
     for tool in teacher.tools:
         tool.sandbox.close()
-    if hasattr(teacher.engine, "close"):
-        teacher.engine.close()
+    teacher.engine.close()
 
 
 def _with_suffix(path: str, suffix: str) -> Path:
@@ -281,11 +280,11 @@ def _print_collect(stats: dict) -> None:
     table.add_row("trajectories", str(stats["trajectories"]), str(stats["kept"]))
     table.add_row(
         "tool calls / trajectory",
-        _fmt(everything["tool_calls_per_trajectory"]),
-        _fmt(kept["tool_calls_per_trajectory"]),
+        _fmt(everything["tool/calls_per_response"]),
+        _fmt(kept["tool/calls_per_response"]),
     )
     table.add_row(
-        "tool success rate", _fmt(everything["tool_success_rate"]), _fmt(kept["tool_success_rate"])
+        "tool success rate", _fmt(everything["tool/success_rate"]), _fmt(kept["tool/success_rate"])
     )
     table.add_row(
         "turns / trajectory",
@@ -421,7 +420,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
     tokenizer = None
     if args.tokenizer:
-        from toolrl.data.collect import load_tokenizer
+        from toolrl.rollout.engines.factory import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
     try:

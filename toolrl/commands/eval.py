@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from toolrl.commands.rollout import MODEL_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "into --out. Re-running with the same --out skips finished problems."
         ),
     )
-    parser.add_argument("--model", required=True, help="local HF checkpoint directory")
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument(
         "--bench",
         action="append",
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from toolrl.data.io import DataError
     from toolrl.eval.benchmarks import load_benchmark
     from toolrl.eval.runner import evaluate
+    from toolrl.rollout.engines.factory import EngineError
 
     overrides = list(args.overrides)
     for key, value in (("k", args.k), ("temperature", args.temperature), ("top_p", args.top_p)):
@@ -77,20 +80,30 @@ def run(args: argparse.Namespace) -> int:
         benchmarks = {
             name: load_benchmark(name, path) for name, path in parse_bench(args.bench).items()
         }
-    except (ConfigError, DataError, ValueError) as err:
+        stack = load_rollout_stack(
+            args.model, config, device=args.device, seed=args.seed, purpose="toolrl eval"
+        )
+    except (ConfigError, DataError, EngineError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.limit:
         benchmarks = {name: samples[: args.limit] for name, samples in benchmarks.items()}
-    tokenizer, engine, tools, context = load_rollout_stack(
-        args.model, config.rollout, device=args.device, seed=args.seed
-    )
+    tokenizer, engine, tools, context = stack
     started = time.monotonic()
     try:
         summaries = evaluate(
-            engine, tokenizer, tools, benchmarks, config.eval, config.rollout, args.out,
-            reward_cfg=config.reward, max_context_length=context, seed=args.seed, log=print,
-        )  # fmt: skip
+            engine,
+            tokenizer,
+            tools,
+            benchmarks,
+            config.eval,
+            config.rollout,
+            args.out,
+            reward_cfg=config.reward,
+            max_context_length=context,
+            seed=args.seed,
+            log=print,
+        )
     except ValueError as err:  # e.g. resuming an output directory made with other settings
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+MODEL_HELP = (
+    "local HF checkpoint directory; with rollout.engine=openai or scripted, the tokenizer's "
+    "directory (`tiny`: the embedded one)"
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "line per trajectory: texts, token-level mask spans, tool calls, stop reasons."
         ),
     )
-    parser.add_argument("--model", required=True, help="local HF checkpoint directory")
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--data", required=True, help="RL samples (.jsonl or .parquet)")
     parser.add_argument("--out", required=True, help="output .jsonl")
     parser.add_argument("--n", type=int, default=4, help="rollouts per sample (default 4)")
@@ -35,19 +40,21 @@ def run(args: argparse.Namespace) -> int:
     from toolrl.data.io import DataError, write_jsonl
     from toolrl.data.rl import load_rl_samples
     from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
+    from toolrl.rollout.engines.factory import EngineError
     from toolrl.rollout.records import trajectory_record
 
     try:
         config = load_config(args.recipe, args.overrides)
         samples = load_rl_samples(args.data)
-    except (ConfigError, DataError) as err:
+        stack = load_rollout_stack(
+            args.model, config, device=args.device, seed=args.seed, purpose="toolrl rollout"
+        )
+    except (ConfigError, DataError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.limit:
         samples = samples[: args.limit]
-    tokenizer, engine, tools, context = load_rollout_stack(
-        args.model, config.rollout, device=args.device, seed=args.seed
-    )
+    tokenizer, engine, tools, context = stack
     settings = settings_from_config(config.rollout, max_context_length=context, seed=args.seed)
     started = time.monotonic()
     trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=args.n)
@@ -65,15 +72,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_rollout_stack(model_path: str, rollout_cfg, *, device: str = "cpu", seed: int = 0):
-    """(tokenizer, engine, tools, context length) for a local checkpoint and a RolloutConfig:
-    the wiring shared by `toolrl rollout` and `toolrl eval`."""
-    from transformers import AutoTokenizer
+def load_rollout_stack(
+    model_path: str, config, *, device: str = "cpu", seed: int = 0, purpose: str = ""
+):
+    """(tokenizer, engine, tools, context length) for the engine `rollout.engine` names: the
+    wiring shared by `toolrl rollout` and `toolrl eval`. A server's API key comes from
+    OPENAI_API_KEY (never from a config, which is written into run directories)."""
+    import os
 
-    from toolrl.rollout.engines.hf import HFEngine
+    from toolrl.rollout.engines.factory import build_engine, load_tokenizer
     from toolrl.tools.code_interpreter import CodeInterpreter
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    engine = HFEngine.from_path(model_path, device=device, seed=seed)
-    context = engine.model.config.max_position_embeddings
-    return tokenizer, engine, [CodeInterpreter.from_config(rollout_cfg)], context
+    tools = [CodeInterpreter.from_config(config.rollout)]
+    tokenizer = load_tokenizer(model_path)
+    engine = build_engine(
+        config,
+        model_path,
+        tokenizer=tokenizer,
+        device=device,
+        seed=seed,
+        tool_schemas=[t.schema for t in tools],
+        purpose=purpose,
+        api_key=os.environ.get("OPENAI_API_KEY"),
+    )
+    return tokenizer, engine, tools, engine.max_context_length

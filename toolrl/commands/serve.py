@@ -1,4 +1,4 @@
-"""`toolrl serve MODEL_PATH --port N`: an OpenAI-compatible API over the HF engine, on loopback."""
+"""`toolrl serve MODEL_PATH --port N`: an OpenAI-compatible API over an engine, on loopback."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--served-model-name", default=None, help="model id (default: directory name)"
     )
     parser.add_argument("--max-batch-size", type=int, default=64, help="rows decoded together (64)")
+    parser.add_argument(
+        "--engine",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="what generates: transformers in this process (hf, default) or vLLM",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", help="torch dtype (default float32)")
     parser.add_argument("--seed", type=int, default=0, help="seed for requests without one")
@@ -37,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from transformers import AutoTokenizer
-
-    from toolrl.rollout.engines.hf import HFEngine
+    from toolrl.config import ConfigError, load_config
+    from toolrl.rollout.engines.factory import EngineError, build_engine, load_tokenizer
     from toolrl.serving.server import OpenAIServer
 
     path = Path(args.model)
@@ -48,17 +53,22 @@ def run(args: argparse.Namespace) -> int:
             f"error: {path} is not a local checkpoint directory (no config.json)", file=sys.stderr
         )
         return 2
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    engine = HFEngine.from_path(
-        str(path),
-        device=args.device,
-        dtype=args.dtype,
-        max_batch_size=args.max_batch_size,
-        seed=args.seed,
-    )
-    context = int(
-        getattr(engine.model.config, "max_position_embeddings", 0) or tokenizer.model_max_length
-    )
+    try:
+        config = load_config(None, [f"rollout.engine={args.engine}", f"model.dtype={args.dtype}"])
+        tokenizer = load_tokenizer(str(path))
+        engine = build_engine(
+            config,
+            path,
+            tokenizer=tokenizer,
+            device=args.device,
+            seed=args.seed,
+            purpose="toolrl serve",
+            hf_options={"dtype": args.dtype, "max_batch_size": args.max_batch_size},
+        )
+    except (ConfigError, EngineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    context = engine.max_context_length or int(tokenizer.model_max_length)
     try:
         server = OpenAIServer(
             engine,

@@ -45,19 +45,23 @@ def run_sft(args: argparse.Namespace) -> int:
 
 
 def run_rl(args: argparse.Namespace) -> int:
-    from toolrl.trainers.rl_setup import fit
+    from toolrl.distributed.launch import fit_on_backend
 
-    return _train("rl", lambda config: fit(config, resume=args.resume, device=args.device), args)
+    def train(config):
+        return fit_on_backend(config, resume=args.resume, device=args.device)
+
+    return _train("rl", train, args)
 
 
 def _train(name: str, train, args: argparse.Namespace) -> int:
     """Load the config, train, and turn user errors into a message and exit code 2."""
     from toolrl.config import ConfigError
     from toolrl.data.io import DataError
+    from toolrl.rollout.engines.factory import EngineError
 
     try:
         run_dir = train(_config(args))
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, EngineError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{name} finished: {run_dir}")

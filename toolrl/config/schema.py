@@ -55,9 +55,22 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: Literal["hf", "vllm", "openai"] = "hf"
-    """Generation backend: `hf` (transformers, CPU or GPU; works everywhere, so the default),
-    `vllm` (GPU extra; the paper's recipes set it), `openai` (a server)."""
+    engine: Literal["hf", "vllm", "openai", "scripted"] = "hf"
+    """Generation backend, the same in every command (`toolrl.rollout.engines.factory`): `hf`
+    (transformers, CPU or GPU; works everywhere, so the default), `vllm` (the vllm extra; the
+    paper's recipes set it), `openai` (a served model at `server_url`), `scripted` (a Python
+    function, `scripted_policy`). RL needs `hf` or `vllm`."""
+    server_url: str = ""
+    """`engine=openai`: the OpenAI-compatible server's base URL (http://HOST:PORT)."""
+    server_api: Literal["completions", "chat"] = "completions"
+    """`engine=openai`: `completions` sends and receives token ids (exact); `chat` sends messages."""
+    server_timeout: float = 600.0
+    """`engine=openai`: seconds one request may take (retried with backoff on 5xx and 429)."""
+    server_max_concurrency: int = 16
+    """`engine=openai`: requests in flight at once."""
+    scripted_policy: str = ""
+    """`engine=scripted`: `module:function` or `path/to/file.py:function`, called with the
+    context text, returning the next assistant turn's text (scripted teachers and tests)."""
     n: int = 16
     """Rollouts per prompt: the GRPO group size."""
     temperature: float = 1.0

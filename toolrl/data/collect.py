@@ -98,11 +98,7 @@ def collect(
 
 def drop_reason(traj: Trajectory, keep: Keep = "correct", min_tool_calls: int = 0) -> str | None:
     """Why a graded trajectory is not kept (None: keep it); see the module docstring."""
-    if (
-        traj.has_infra_error
-        or traj.stop_reason == "tool_error"
-        or traj.reward_info.get("infra_error")
-    ):
+    if traj.excluded_from_training:  # a tool call's or the grader's sandbox failed
         return "infra_error"
     if keep == "all":
         return None
@@ -136,7 +132,7 @@ def trajectory_row(traj: Trajectory, tool_schemas: list[dict]) -> dict[str, Any]
 def check_sft_rows(path: str, tokenizer) -> str:
     """Load written rows with `toolrl sft`'s loader (each must render with the chat template);
     a one-line verdict. A row that does not load raises DataError naming it."""
-    from toolrl.trainers.sft import load_sft_examples
+    from toolrl.data.sft import load_sft_examples
 
     data = load_sft_examples([path], tokenizer, max_length=1 << 30)
     total = len(data.examples) + data.dropped
@@ -178,10 +174,10 @@ def tool_use_stats(trajectories: list[Trajectory]) -> dict[str, Any]:
     per_traj = [t.num_tool_calls for t in trajectories]
     return {
         "count": len(trajectories),
-        "tool_calls_per_trajectory": _mean(per_traj),
+        "tool/calls_per_response": _mean(per_traj),
         "tool_calls_histogram": {str(k): v for k, v in sorted(Counter(per_traj).items())},
         "tool_calls": len(calls),
-        "tool_success_rate": _mean([float(c.status == "success") for c in calls]),
+        "tool/success_rate": _mean([float(c.status == "success") for c in calls]),
         "tool_statuses": dict(Counter(c.status for c in calls).most_common()),
         "turns_per_trajectory": _mean([len(t.turns) for t in trajectories]),
         "response_tokens_mean": _mean([t.response_length for t in trajectories]),
@@ -219,75 +215,49 @@ def load_teacher(
     max_concurrency: int = 16,
     api_key: str | None = None,
 ) -> Teacher:
-    """The teacher `spec` names, with the real code interpreter of `rollout_cfg`:
+    """The teacher `spec` names, with the real code interpreter of `rollout_cfg`, built by the
+    engine factory like every other engine:
 
-    - `http://host:port` (or https): a served model through the OpenAI engine (`api`:
+    - `http://host:port` (or https): a served model (`rollout.engine=openai`; `api`:
       completions with token ids, or chat); `tokenizer` must be the served model's;
     - `scripted:module:function` or `scripted:path/to/file.py:function`: a Python policy
-      `context_text -> turn_text` through ScriptedEngine (`tokenizer` defaults to the tiny one);
-    - anything else: a local HF checkpoint directory (HFEngine; its own tokenizer by default).
+      `context_text -> turn_text` (`rollout.engine=scripted`; `tokenizer` defaults to `tiny`);
+    - anything else: a local HF checkpoint directory (`rollout.engine=hf`; its own tokenizer by
+      default).
 
     `tokenizer` is a checkpoint or tokenizer directory, or `tiny` for the embedded tokenizer.
     """
+    from toolrl.config import Config, TrainerConfig
+    from toolrl.rollout.engines.factory import build_engine, load_tokenizer
     from toolrl.tools.code_interpreter import CodeInterpreter
 
     tools = [CodeInterpreter.from_config(rollout_cfg)]
     if spec.startswith(("http://", "https://")):
-        from toolrl.rollout.engines.openai import OpenAIEngine
-
         if tokenizer is None:
             raise ValueError(
                 f"teacher {spec}: give --tokenizer, the served model's tokenizer directory"
             )
-        tok = load_tokenizer(tokenizer)
-        engine = OpenAIEngine(
-            spec, tok, api=api, tools=[t.schema for t in tools], timeout=timeout,  # type: ignore[arg-type]
-            max_concurrency=max_concurrency, api_key=api_key,
-        )  # fmt: skip
-        engine.check()
-        return Teacher(engine, tok, tools, engine.max_model_len)
-    if spec.startswith("scripted:"):
-        from toolrl.rollout.engines.scripted import ScriptedEngine
-
-        tok = load_tokenizer(tokenizer or "tiny")
-        return Teacher(ScriptedEngine(tok, load_policy(spec[len("scripted:") :])), tok, tools)
-    from toolrl.rollout.engines.hf import HFEngine
-
-    engine = HFEngine.from_path(spec, device=device, seed=seed)
-    tok = load_tokenizer(tokenizer or spec)
-    return Teacher(engine, tok, tools, int(engine.model.config.max_position_embeddings))
-
-
-def load_policy(target: str) -> Callable[[str], str]:
-    """`module:function` or `path/to/file.py:function` -> the function."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
-    where, sep, name = target.rpartition(":")
-    if not sep or not where or not name:
-        raise ValueError(f"scripted teacher {target!r}: expected scripted:module:function")
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise ValueError(f"scripted teacher: no such file {path}")
-        spec = importlib.util.spec_from_file_location(f"toolrl_policy_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        rollout = replace(
+            rollout_cfg,
+            engine="openai",
+            server_url=spec,
+            server_api=api,
+            server_timeout=timeout,
+            server_max_concurrency=max_concurrency,
+        )
+    elif spec.startswith("scripted:"):
+        rollout = replace(rollout_cfg, engine="scripted", scripted_policy=spec[len("scripted:") :])
+        tokenizer = tokenizer or "tiny"
     else:
-        module = importlib.import_module(where)
-    policy = getattr(module, name, None)
-    if not callable(policy):
-        raise ValueError(f"scripted teacher: {where} has no function {name!r}")
-    return policy
-
-
-def load_tokenizer(path: str):
-    """A tokenizer from a directory, or the embedded one for `tiny`."""
-    if path == "tiny":
-        from toolrl.models.tiny import build_tokenizer
-
-        return build_tokenizer()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
+        rollout = replace(rollout_cfg, engine="hf")
+    tok = load_tokenizer(tokenizer or spec)
+    config = Config(rollout=rollout, trainer=TrainerConfig(seed=seed))
+    engine = build_engine(
+        config,
+        spec,
+        tokenizer=tok,
+        device=device,
+        tool_schemas=[t.schema for t in tools],
+        api_key=api_key,
+    )
+    return Teacher(engine, tok, tools, engine.max_context_length)

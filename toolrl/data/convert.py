@@ -185,7 +185,7 @@ def validate_rows(path: str | Path) -> str | None:
             row_to_sample(row, path, index)
             kind = "rl"
         elif "messages" in row:
-            from toolrl.trainers.sft import parse_sft_row
+            from toolrl.data.sft import parse_sft_row
 
             parse_sft_row(row, f"{path}: row {index}")
             kind = "sft"

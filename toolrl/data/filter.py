@@ -86,8 +86,8 @@ def pass_rates(
     out = []
     for i, sample in enumerate(samples):
         group = trajectories[i * k : (i + 1) * k]
-        broken = sum(t.has_infra_error or bool(t.reward_info.get("infra_error")) for t in group)
-        valid = [t for t in group if not (t.has_infra_error or t.reward_info.get("infra_error"))]
+        valid = [t for t in group if not t.excluded_from_training]
+        broken = len(group) - len(valid)
         correct = sum(bool(t.reward_info.get("acc")) for t in valid)
         out.append(judge(i, sample, k, correct, broken, easy=easy, hard=hard))
     return out

@@ -24,19 +24,41 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         for i, row in enumerate(table.to_pylist()):
             yield i, row
     elif path.suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}: row {i}: not valid JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}: row {i}: must be a JSON object")
-                yield i, row
+        for line, row in read_jsonl(path, what="row"):
+            yield line - 1, row
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .parquet)")
+
+
+def read_jsonl(
+    path: str | Path, *, skip_bad: bool = False, notes: list[str] | None = None, what: str = "line"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number from 1, object) for every non-blank line of a JSON-lines file: the one
+    reader of toolrl's own logs and records (metrics, rollouts, evaluation samples) and of
+    jsonl data.
+
+    A line that is not a JSON object raises DataError naming the file and line (`what` names
+    the unit in that message), or, with `skip_bad`, is skipped and noted in `notes`: a line cut
+    short by a crash mid-write must not make a log unreadable.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                problem = None if isinstance(row, dict) else "must be a JSON object"
+            except json.JSONDecodeError as err:
+                row, problem = None, f"not valid JSON ({err.msg})"
+            index = number if what == "line" else number - 1
+            if problem is None:
+                yield number, row
+            elif skip_bad:
+                if notes is not None:
+                    notes.append(f"{path}: line {number}: {problem}; skipped")
+            else:
+                raise DataError(f"{path}: {what} {index}: {problem}")
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -220,7 +220,7 @@ def _rl_record(row: dict[str, Any], path: str | Path, index: int, tokenizer) -> 
 
 
 def _sft_record(row: dict[str, Any], path: str | Path, index: int, tokenizer) -> dict[str, Any]:
-    from toolrl.trainers.sft import parse_sft_row
+    from toolrl.data.sft import parse_sft_row
 
     messages, tools = parse_sft_row(row, f"{path}: row {index}")
     users = [m.get("content") or "" for m in messages if m["role"] == "user"]

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from toolrl.chat import code_interpreter_call
 from toolrl.tools.code_interpreter import middle_truncate
 
 SOLUTION_COLUMNS = ("solution", "response", "output", "completion")
@@ -104,12 +105,6 @@ def find_computation(step: str) -> Computation | None:
     return None
 
 
-def tool_call_text(code: str) -> str:
-    """A hermes code_interpreter call, spelled the way the model writes one."""
-    call = {"name": "code_interpreter", "arguments": {"code": code}}
-    return f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>"
-
-
 def stitch(
     prompt: list[dict[str, Any]],
     solution: str,
@@ -131,7 +126,7 @@ def stitch(
         code = f"print({found.code})"
         output = run(code) if run is not None else found.claimed + "\n"
         messages.append(
-            {"role": "assistant", "content": pending.rstrip() + "\n" + tool_call_text(code)}
+            {"role": "assistant", "content": pending.rstrip() + "\n" + code_interpreter_call(code)}
         )
         messages.append({"role": "tool", "content": middle_truncate(output, max_output_chars)})
         pending, calls = "", calls + 1

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from toolrl.demo.pipeline import DemoSettings, resolved_recipes, run_demo
+from toolrl.trainers.tracking import read_metrics
 
 GRPO_T = ["algorithm.clip_ratio_high=0.2", "reward.overlong_shaping=false"]
 REACTIVE_TEACHER = "scripted:toolrl.data.tasks.teacher:reactive_policy"
@@ -185,13 +186,13 @@ def insights(
 def _run_numbers(record: dict[str, Any], rl_dir: Path) -> dict[str, Any]:
     k = record["k"]
     sft, rl = stage_summary(record, "sft"), stage_summary(record, "rl")
-    metrics = [json.loads(line) for line in (rl_dir / "metrics.jsonl").open()]
+    metrics = read_metrics(rl_dir)
     return {
         "sft_avg": overall(sft, f"acc/avg@{k}"),
         "rl_avg": overall(rl, f"acc/avg@{k}"),
         "rl_pass": overall(rl, f"acc/pass@{k}"),
-        "tool_calls": overall(rl, "tool_calls/mean"),
-        "tool_success": overall(rl, "tool_calls/success_rate"),
+        "tool_calls": overall(rl, "tool/calls_per_response"),
+        "tool_success": overall(rl, "tool/success_rate"),
         "length": overall(rl, "response_length/mean"),
         "curve_acc": [m.get("acc/mean") for m in metrics],
         "curve_entropy": [m.get("actor/entropy") for m in metrics],

@@ -74,7 +74,7 @@ def collect(settings, out: Path, cache, data: dict[str, Path], say: Callable[[st
     from toolrl.data.io import read_rows, write_jsonl
     from toolrl.data.rl import load_rl_samples
     from toolrl.data.stitch import stitch_rows
-    from toolrl.demo.pipeline import rl_config
+    from toolrl.demo.settings import rl_config
     from toolrl.rollout.agent_loop import settings_from_config
 
     config = rl_config(settings, out, out / "model", data["train"])
@@ -110,14 +110,14 @@ def _collect_line(stats: dict[str, Any]) -> str:
     kept = stats.get("kept_rows") or {}
     if not kept:
         return f"dropped {stats.get('dropped')}"
-    return (f"teacher accuracy {stats['accuracy']:.2f}, {kept['tool_calls_per_trajectory']:.2f} "
-            f"tool calls each, tool success {kept['tool_success_rate']:.2f}, dropped {stats['dropped']}")  # fmt: skip
+    return (f"teacher accuracy {stats['accuracy']:.2f}, {kept['tool/calls_per_response']:.2f} "
+            f"tool calls each, tool success {kept['tool/success_rate']:.2f}, dropped {stats['dropped']}")  # fmt: skip
 
 
 def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
     """SFT from the tiny model on the collected rows; returns the final checkpoint (linked
     as `<out>/sft_model`, the RL recipe's model.path)."""
-    from toolrl.demo.pipeline import sft_config
+    from toolrl.demo.settings import sft_config
     from toolrl.trainers.checkpoint import latest_checkpoint
     from toolrl.trainers.sft import run_sft
 
@@ -142,12 +142,12 @@ def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
 def rl(config: Config, out: Path, progress: bool = True, *, device: str = "cpu") -> Path:
     """GRPO-TCR from the SFT model with the real sandbox, in `<out>/<run_name>` (`rl`); returns
     the final checkpoint, linked as `<out>/<run_name>_model`. Always reruns."""
+    from toolrl.distributed.launch import fit_on_backend
     from toolrl.trainers.checkpoint import latest_checkpoint
-    from toolrl.trainers.rl_setup import fit
 
     _quiet(config, progress)
     shutil.rmtree(out / config.trainer.run_name, ignore_errors=True)
-    run_dir = fit(config, device=device)
+    run_dir = fit_on_backend(config, device=device)
     link = out / f"{config.trainer.run_name}_model"
     _link(link, latest_checkpoint(run_dir))
     return link
@@ -170,7 +170,7 @@ def evaluate_model(
     reused while the model's stage and the evaluation settings are unchanged."""
     from toolrl.eval.benchmarks import load_benchmark
     from toolrl.eval.runner import evaluate
-    from toolrl.rollout.engines.hf import HFEngine
+    from toolrl.rollout.engines.factory import build_engine
     from toolrl.tools.code_interpreter import CodeInterpreter
 
     eval_dir = out / "eval" / stage
@@ -183,7 +183,7 @@ def evaluate_model(
     if cacheable and cached and (eval_dir / "summary.json").is_file():
         return json.loads((eval_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
-    engine = HFEngine.from_path(str(model_path), device=device, seed=config.trainer.seed)
+    engine = build_engine(config, model_path, device=device, purpose="the demo's evaluation")
     tools = [CodeInterpreter.from_config(config.rollout)]
     sets = {name: load_benchmark(name, path)[:limit] for name, path in benchmarks.items()}
     try:

@@ -8,8 +8,8 @@ COLUMNS = (
     ("avg@k", "acc/avg@{k}"),
     ("pass@k", "acc/pass@{k}"),
     ("maj@k", "acc/maj@{k}"),
-    ("tool calls / resp", "tool_calls/mean"),
-    ("tool success", "tool_calls/success_rate"),
+    ("tool calls / resp", "tool/calls_per_response"),
+    ("tool success", "tool/success_rate"),
     ("resp length", "response_length/mean"),
 )
 

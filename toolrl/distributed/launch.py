@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from toolrl.config import Config, from_dict
-from toolrl.rollout.agent_loop import LoopSettings
-from toolrl.types import Trajectory
+from toolrl.distributed.data_parallel import full_state_dict
+from toolrl.trainers.rl_setup import default_reward_fn, default_tools, fit, run_dir_of
+from toolrl.types import Sample, Trajectory
 
 CPU_SHARE = 0.01
 """CPUs a CPU-run actor reserves: placement only; the processes share the cores."""
@@ -97,7 +98,6 @@ class TrainRank:
 
     def fit(self, config: dict, rollout_spec: dict, reward_fn, tools, resume: bool) -> str:
         from toolrl.distributed.data_parallel import ProcessGroup
-        from toolrl.trainers.rl_setup import default_reward_fn, fit
 
         cfg = from_dict(config, source="ray training rank")
         parallel = ProcessGroup(sharded_model=self.backend == "nccl")
@@ -105,40 +105,56 @@ class TrainRank:
         make_rollout = broadcast_rollout(rollout_spec, parallel.rank, tools)
         device = "cuda" if self.backend == "nccl" else "cpu"
         run_dir = fit(
-            cfg, resume=resume, tools=tools, reward_fn=reward, device=device,
-            make_rollout=make_rollout, parallel=parallel,
-        )  # fmt: skip
+            cfg,
+            resume=resume,
+            tools=tools,
+            reward_fn=reward,
+            device=device,
+            make_rollout=make_rollout,
+            parallel=parallel,
+        )
         return str(run_dir)
 
 
 class BroadcastRollout:
-    """Rank 0 rolls out through `provider` and broadcasts the trajectories to every rank.
+    """The `RolloutProvider` of every training rank: rank 0 rolls out through the Ray workers
+    (`RayRollout`) and broadcasts the trajectories to every rank.
 
     Every rank calls `run` (the step does); each first reads its model's full weights (a
     collective under FSDP2), which rank 0 then sends to the rollout workers.
     """
 
-    def __init__(self, provider, model, settings: LoopSettings, tools: list | None = None):
-        self.provider = provider  # None on ranks other than 0
+    def __init__(self, workers, model, tools: list, max_context_length: int):
+        self.workers = workers  # a RayRollout on rank 0, None on the other ranks
         self.model = model
-        self.settings = settings
-        self.tools = {tool.name: tool for tool in tools or []}  # for validation on rank 0
+        self._tools = tools  # what validation on rank 0 calls; the workers build their own
+        self._max_context_length = max_context_length
         self.version = 0
 
-    def run(self, samples, n: int = 1) -> list[Trajectory]:
-        import torch.distributed as dist
+    @property
+    def tools(self) -> list:
+        return self._tools
 
-        from toolrl.distributed.data_parallel import full_state_dict
+    @property
+    def max_context_length(self) -> int:
+        return self._max_context_length
+
+    def run(self, samples: list[Sample], n: int, *, seed: int) -> list[Trajectory]:
+        import torch.distributed as dist
 
         state = full_state_dict(self.model)
         box: list = [None]
-        if self.provider is not None:
-            self.provider.settings = self.settings
-            self.provider.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
-            box[0] = self.provider.run(samples, n)
-        self.version += 1
+        if self.workers is not None:
+            self.workers.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
+            box[0] = self.workers.run(samples, n, seed=seed)
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def weights_updated(self, version: int) -> None:
+        self.version = version  # sent with the weights before the next rollout
+
+    def samples_from(self, model) -> bool:
+        return False  # the workers hold copies in other processes
 
     @property
     def engine(self):
@@ -150,25 +166,24 @@ class BroadcastRollout:
                 "validation during a sharded (GPU) Ray run is not supported yet: set "
                 "trainer.val_every=0 and evaluate checkpoints with `toolrl eval`"
             )
-        self.provider.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
-        return self.provider.engine
+        self.workers.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
+        return self.workers.engine
 
 
 def broadcast_rollout(spec: dict, rank: int, tools: list | None):
     """`make_rollout` for `build_rl_trainer`: a `RayRollout` over new workers on rank 0
     (`tools`: what validation on rank 0 calls; the workers build their own)."""
 
-    def make(model, tokenizer, settings):
+    def make(model, tokenizer, trainer_tools: list) -> BroadcastRollout:
         from toolrl.distributed.rollout import RayRollout
-        from toolrl.trainers.rl_setup import default_tools
 
+        context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         if rank != 0:
-            return BroadcastRollout(None, model, settings)
-        provider = RayRollout(start_rollout_worker(spec), spec["num_workers"], settings)
+            return BroadcastRollout(None, model, [], context)
+        workers = RayRollout(start_rollout_worker(spec), spec["num_workers"])
         config = from_dict(spec["config"], source="ray training rank")
-        return BroadcastRollout(
-            provider, model, settings, tools if tools is not None else default_tools(config)
-        )
+        chosen = tools if tools is not None else default_tools(config)
+        return BroadcastRollout(workers, model, chosen, context)
 
     return make
 
@@ -247,7 +262,6 @@ def fit_ray(config: Config, *, resume: bool = False, tools=None, reward_fn=None)
     import ray
 
     from toolrl.trainers.model_io import resolve_model_path
-    from toolrl.trainers.rl_setup import run_dir_of
 
     if not ray.is_initialized():
         ray.init()
@@ -270,3 +284,12 @@ def fit_ray(config: Config, *, resume: bool = False, tools=None, reward_fn=None)
         for r in ranks:
             ray.kill(r)
     return Path(run_dirs[0])
+
+
+def fit_on_backend(
+    config: Config, *, resume: bool = False, device: str = "cpu", tools=None, reward_fn=None
+) -> Path:
+    """`fit` in this process, or `fit_ray` on a Ray cluster with `trainer.backend=ray`."""
+    if config.trainer.backend == "ray":
+        return fit_ray(config, resume=resume, tools=tools, reward_fn=reward_fn)
+    return fit(config, resume=resume, tools=tools, reward_fn=reward_fn, device=device)

@@ -1,8 +1,8 @@
 """Rollout workers as Ray actors, and the rollout provider that spreads a step over them.
 
 Each `RolloutWorker` holds one engine (HF on CPU or GPU, vLLM on a GPU) and runs the ordinary
-`AgentLoop` on it. `RayRollout` has the interface `RLTrainer.step` uses from an `AgentLoop`
-(`run(samples, n)` and `settings`), so the step does not know it is distributed:
+`AgentLoop` on it. `RayRollout` runs a step's rollout over the workers (rank 0's
+`BroadcastRollout` calls it: the step only sees that `RolloutProvider`):
 
 - the step's prompts are split into contiguous runs of whole groups, one run per worker (a GRPO
   group stays on one engine, whose prefill then shares the prompt);
@@ -19,11 +19,9 @@ state dict per step, read by every worker (zero-copy for workers on the same nod
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from toolrl.rollout.agent_loop import LoopSettings
 from toolrl.types import Sample, Trajectory
 
 
@@ -39,26 +37,35 @@ class RolloutWorker:
         import torch
 
         from toolrl.config import from_dict
-        from toolrl.rollout.agent_loop import AgentLoop
+        from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
+        from toolrl.rollout.engines.factory import build_engine, load_tokenizer
         from toolrl.trainers.model_io import load_policy, resolve_model_path
-        from toolrl.trainers.rl_setup import build_engine, default_tools, run_dir_of
+        from toolrl.trainers.rl_setup import default_tools, run_dir_of
 
         torch.set_num_threads(1)  # a CPU worker shares the machine with the others
         self.config = from_dict(config, source="rollout worker")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         path = resolve_model_path(self.config.model.path, run_dir_of(self.config))
-        if self.config.rollout.engine == "vllm":  # vLLM loads the weights itself
-            from transformers import AutoTokenizer
-
-            from toolrl.rollout.engines.vllm import VLLMEngine
-
-            self.model, tokenizer = None, AutoTokenizer.from_pretrained(path)
-            self.engine = VLLMEngine.from_config(self.config, path)
-        else:
+        self.model = None  # vLLM loads the weights itself
+        if self.config.rollout.engine == "vllm":
+            tokenizer = load_tokenizer(str(path))
+        else:  # HF decodes with `self.model`, which `load_weights` overwrites
             self.model, tokenizer = load_policy(path, self.config.model, device=device)
-            self.engine = build_engine(self.config, self.model.eval(), tokenizer)
+            self.model.eval()
+        self.engine = build_engine(
+            self.config,
+            path,
+            tokenizer=tokenizer,
+            model=self.model,
+            device=device,
+            needs_policy=True,
+            purpose="a Ray rollout worker",
+        )
         tools = tools_factory() if tools_factory else default_tools(self.config)
-        self.loop = AgentLoop(self.engine, tokenizer, tools)
+        settings = settings_from_config(
+            self.config.rollout, max_context_length=self.engine.max_context_length
+        )
+        self.loop = AgentLoop(self.engine, tokenizer, tools, settings)
         self.version = -1
 
     def load_weights(self, state: dict, version: int) -> int:
@@ -75,12 +82,11 @@ class RolloutWorker:
         self.version = version
         return version
 
-    def rollout(self, groups: list[Sample], n: int, settings: LoopSettings) -> list[Trajectory]:
-        """n trajectories for every sample of `groups`, with the step's `settings` (its seed).
+    def rollout(self, groups: list[Sample], n: int, seed: int) -> list[Trajectory]:
+        """n trajectories for every sample of `groups`, seeded by the step's `seed`.
         A vLLM engine then sleeps, leaving its GPU share to the colocated training rank."""
-        self.loop.settings = settings
         try:
-            return self.loop.run(groups, n)
+            return self.loop.run(groups, n, seed=seed)
         finally:
             if self.model is None:
                 self.engine.sleep()
@@ -107,7 +113,7 @@ def split_groups(samples: list[Sample], parts: int) -> list[list[int]]:
 
 
 class RayRollout:
-    """A rollout provider over `num_workers` Ray actors made by `make_worker()`.
+    """A step's rollouts over `num_workers` Ray actors made by `make_worker()`.
 
     `make_worker` returns a new, started actor handle (placement and resources are the
     launcher's business). `max_replacements` bounds how many dead workers one `run` replaces
@@ -118,7 +124,6 @@ class RayRollout:
         self,
         make_worker: Callable[[], Any],
         num_workers: int,
-        settings: LoopSettings,
         *,
         max_replacements: int = 4,
     ):
@@ -129,7 +134,6 @@ class RayRollout:
                 f"a Ray rollout needs at least one worker, got num_workers={num_workers}"
             )
         self.make_worker = make_worker
-        self.settings = settings
         self.max_replacements = max_replacements
         self.workers = [make_worker() for _ in range(num_workers)]
         ray.get([w.ping.remote() for w in self.workers])  # fail here if a worker cannot start
@@ -145,15 +149,15 @@ class RayRollout:
         self._weights = (ref, version)
         ray.get([w.load_weights.remote(ref, version) for w in self.workers])
 
-    def run(self, samples: list[Sample], n: int = 1) -> list[Trajectory]:
-        """n trajectories per sample, spread over the workers, in (sample, rollout) order."""
+    def run(self, samples: list[Sample], n: int, *, seed: int) -> list[Trajectory]:
+        """n trajectories per sample, spread over the workers, in (sample, rollout) order;
+        `seed` seeds every request (as in `AgentLoop.run`)."""
         import ray
         from ray.exceptions import RayActorError
 
         runs = [r for r in split_groups(samples, len(self.workers)) if r]
-        settings = dataclasses.replace(self.settings)
         self.in_flight = {
-            self._submit(worker, run, samples, n, settings): (worker, run)
+            self._submit(worker, run, samples, n, seed): (worker, run)
             for worker, run in enumerate(runs)
         }
         done: dict[int, list[Trajectory]] = {}
@@ -171,15 +175,15 @@ class RayRollout:
                         f"did not finish the step; last error: {err}"
                     ) from err
                 self._replace(worker)
-                self.in_flight[self._submit(worker, run, samples, n, settings)] = (worker, run)
+                self.in_flight[self._submit(worker, run, samples, n, seed)] = (worker, run)
                 continue
             for position, index in enumerate(run):
                 done[index] = trajectories[position * n : (position + 1) * n]
         return [t for index in range(len(samples)) for t in done[index]]
 
-    def _submit(self, worker: int, run: list[int], samples, n: int, settings):
+    def _submit(self, worker: int, run: list[int], samples, n: int, seed: int):
         groups = [samples[i] for i in run]
-        return self.workers[worker].rollout.remote(groups, n, settings)
+        return self.workers[worker].rollout.remote(groups, n, seed)
 
     def _replace(self, worker: int) -> None:
         """A fresh actor in place of a dead one, holding the current weights."""

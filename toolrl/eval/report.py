@@ -31,6 +31,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from toolrl.data.io import read_jsonl
 from toolrl.eval.report_plots import line_chart, series_color
 from toolrl.eval.report_viewer import pick_trajectories, text, viewer
 
@@ -104,17 +105,7 @@ def read_metrics_rows(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     """metrics.jsonl's rows; a line that is not a JSON object (a crash mid-write) is noted, skipped."""
     if not path.is_file():
         return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif line.strip():
-            notes.append(f"{path}: line {number} is not a JSON object; skipped")
-    return rows
+    return [row for _, row in read_jsonl(path, skip_bad=True, notes=notes)]
 
 
 def read_stages(path: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -219,8 +210,8 @@ def before_after_table(data: dict[str, Any]) -> str:
                 _metric(m, ci, f"acc/avg@{k}") + _delta(avg, first_avg, stage is stages[0]),
                 _metric(m, ci, f"acc/pass@{k}"),
                 _metric(m, ci, f"acc/maj@{k}"),
-                _number(m.get("tool_calls/mean"), 2),
-                _number(m.get("tool_calls/success_rate"), 2),
+                _number(m.get("tool/calls_per_response"), 2),
+                _number(m.get("tool/success_rate"), 2),
                 _number(m.get("response_length/mean"), 0),
             ]
             body.append(_row(bench, stage["name"], cells))

@@ -17,6 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from toolrl.data.io import read_jsonl
+
 TOOL_CALL = re.compile(r"(<tool_call>.*?(?:</tool_call>|$))", re.DOTALL)
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -47,17 +49,7 @@ def pick_trajectories(
     chosen = sorted({min(steps), max(steps)}) if steps else []
     picked = []
     for step in chosen:
-        records = []
-        for number, line in enumerate(steps[step].read_text(encoding="utf-8").splitlines(), 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                notes.append(f"{steps[step]}: line {number} is not JSON; skipped")
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-            else:
-                notes.append(f"{steps[step]}: line {number} is not a trajectory record; skipped")
+        records = [r for _, r in read_jsonl(steps[step], skip_bad=True, notes=notes)]
         records.sort(key=lambda r: r.get("group_index", 0))  # stable: file order within a rank
         picked += [(step, r) for r in records[:per_step]]
     return picked

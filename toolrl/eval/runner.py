@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from toolrl.config import EvalConfig, RewardConfig, RolloutConfig
+from toolrl.data.io import read_jsonl
 from toolrl.eval.metrics import benchmark_metrics, normalize_vote, summarize_counts
 from toolrl.rewards.base import Grade, run_sync
 from toolrl.rewards.registry import Graders
@@ -186,13 +187,10 @@ def _resume(bench_dir: Path, fingerprint: dict[str, Any], k: int) -> dict[str, l
         _write_json(run_file, fingerprint)
     groups: dict[str, list[dict]] = {}
     if samples_file.exists():
-        for i, line in enumerate(samples_file.read_text(encoding="utf-8").splitlines()):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted write
-            if not isinstance(record, dict) or "sample_id" not in record:
-                raise ValueError(f"{samples_file}: row {i}: not a toolrl evaluation record")
+        # A line cut short by an interrupted write is skipped: its problem is redone.
+        for line, record in read_jsonl(samples_file, skip_bad=True):
+            if "sample_id" not in record:
+                raise ValueError(f"{samples_file}: line {line}: not a toolrl evaluation record")
             groups.setdefault(str(record["sample_id"]), []).append(record)
     done = {sid: rs for sid, rs in groups.items() if len({r["group_index"] for r in rs}) == k}
     if len(done) != len(groups):  # rewrite without the unfinished problems
@@ -252,8 +250,8 @@ def summarize(
     n = max(len(flat), 1)
     calls = sum(r["num_tool_calls"] for r in flat)
     metrics[f"score/mean@{eval_cfg.k}"] = sum(r["score"] for r in flat) / n
-    metrics["tool_calls/mean"] = calls / n
-    metrics["tool_calls/success_rate"] = (
+    metrics["tool/calls_per_response"] = calls / n
+    metrics["tool/success_rate"] = (
         sum(r["num_successful_tool_calls"] for r in flat) / calls if calls else 0.0
     )
     metrics["response_length/mean"] = sum(r["response_length"] for r in flat) / n
@@ -297,7 +295,7 @@ def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
         rows.append(
             f"| {name} | {s['num_problems']} | {s['primary_mode']} | {cell(f'acc/avg@{k}')} "
             f"| {cell('acc/pass@1')} | {cell(f'acc/pass@{k}')} | {cell(f'acc/maj@{k}')} "
-            f"| {other} | {m['tool_calls/mean']:.2f} | {m['tool_calls/success_rate']:.2f} "
+            f"| {other} | {m['tool/calls_per_response']:.2f} | {m['tool/success_rate']:.2f} "
             f"| {m['response_length/mean']:.0f} | {stops} |"
         )
     return f"k = responses per problem; intervals are 95% bootstrap over problems.\n\n{header}" + "\n".join(rows) + "\n"  # fmt: skip

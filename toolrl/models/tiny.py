@@ -128,9 +128,9 @@ def tool_preamble_tokens() -> list[str]:
     still tokenizes (byte by byte where it differs) and round-trips exactly."""
     import json
 
-    from toolrl.tools.code_interpreter import CodeInterpreter
+    from toolrl.chat import CODE_INTERPRETER_SCHEMA
 
-    schema = json.dumps(CodeInterpreter(None).schema, ensure_ascii=False)  # type: ignore[arg-type]
+    schema = json.dumps(CODE_INTERPRETER_SCHEMA, ensure_ascii=False)
     return [*TOOL_PREAMBLE, schema + "\n"]
 
 

@@ -133,12 +133,6 @@ class TestSpec:
     entry_point: str = ""
     per_assert: bool = False
 
-    @property
-    def num_tests(self) -> int:
-        if self.kind == "assert":
-            return len(assert_units(self)[1])
-        return len(self.inputs)
-
 
 def parse_tests(ground_truth: Any) -> TestSpec:
     """The tests a ground truth describes (a dict, or a JSON string of one); ValueError if it

@@ -41,10 +41,16 @@ from toolrl.chat import (
     ParsedCall,
     encode,
     end_of_turn_token,
+    has_tool_call,
     parse_tool_calls,
     render,
 )
-from toolrl.rollout.engines.base import Engine, GenerationRequest, GenerationResult
+from toolrl.rollout.engines.base import (
+    ContinuousEngine,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+)
 from toolrl.types import Sample, ToolCall, Trajectory, Turn
 
 
@@ -67,6 +73,7 @@ class LoopSettings:
     """Wall-clock seconds per trajectory; 0 = no limit."""
     max_batch_size: int = 256
     seed: int = 0
+    """The default seed of `AgentLoop.run` (each request's seed derives from it)."""
 
 
 def settings_from_config(
@@ -102,7 +109,7 @@ class State(enum.Enum):
 class BatchScheduler:
     """Feeds generation requests from many trajectories to the engine.
 
-    With an engine that batches continuously (has `serve`, like HFEngine) one decoding batch
+    With an engine that batches continuously (a `ContinuousEngine`, like HFEngine) one decoding batch
     keeps running: requests join it between decoding steps and each result comes back the
     moment its request finishes. It is served either by `drive()`, called from another thread
     than the event loop's (`driven=True`; `AgentLoop.run` does this), or else by a worker thread
@@ -113,9 +120,9 @@ class BatchScheduler:
     def __init__(self, engine: Engine, max_batch_size: int = 256, *, driven: bool = False):
         self.engine = engine
         self.max_batch_size = max_batch_size
-        self.continuous = hasattr(engine, "serve")
+        self.continuous = isinstance(engine, ContinuousEngine)
         if driven and not self.continuous:
-            raise ValueError("only an engine with `serve` can be driven from another thread")
+            raise ValueError("only a ContinuousEngine can be driven from another thread")
         self.driven = driven
         self._inbox: deque[tuple[GenerationRequest, asyncio.Future]] = deque()
         self._lock = threading.Lock()
@@ -258,13 +265,16 @@ class AgentLoop:
         self.wrapper = ObservationWrapper(tokenizer)
         self.eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
 
-    def run(self, samples: list[Sample], n: int = 1) -> list[Trajectory]:
+    def run(
+        self, samples: list[Sample], n: int = 1, *, seed: int | None = None
+    ) -> list[Trajectory]:
         """Roll out every sample n times (blocking); results in (sample, group_index) order.
+        `seed` (default `settings.seed`) seeds every request, per (sample, rollout, turn).
 
         A continuously batching engine decodes on this thread while the event loop runs on a
         helper thread (see the module docstring); other engines go through `arun`."""
-        if not hasattr(self.engine, "serve"):
-            return asyncio.run(self.arun(samples, n))
+        if not isinstance(self.engine, ContinuousEngine):
+            return asyncio.run(self.arun(samples, n, seed=seed))
         scheduler = BatchScheduler(self.engine, self.settings.max_batch_size, driven=True)
         outcome: dict[str, Any] = {}
         started = threading.Event()
@@ -272,7 +282,7 @@ class AgentLoop:
         async def coordinate() -> list[Trajectory]:
             scheduler._loop, outcome["task"] = asyncio.get_running_loop(), asyncio.current_task()
             started.set()
-            return await self._arun(samples, n, scheduler)
+            return await self._arun(samples, n, scheduler, seed)
 
         def event_loop() -> None:
             try:
@@ -298,20 +308,23 @@ class AgentLoop:
             raise outcome["error"]
         return outcome["trajectories"]
 
-    async def arun(self, samples: list[Sample], n: int = 1) -> list[Trajectory]:
+    async def arun(
+        self, samples: list[Sample], n: int = 1, *, seed: int | None = None
+    ) -> list[Trajectory]:
         """Roll out every sample n times from a running event loop (the engine decodes on one of
         its worker threads); results in (sample, group_index) order."""
-        return await self._arun(
-            samples, n, BatchScheduler(self.engine, self.settings.max_batch_size)
-        )
+        scheduler = BatchScheduler(self.engine, self.settings.max_batch_size)
+        return await self._arun(samples, n, scheduler, seed)
 
     async def _arun(
-        self, samples: list[Sample], n: int, scheduler: BatchScheduler
+        self, samples: list[Sample], n: int, scheduler: BatchScheduler, seed: int | None
     ) -> list[Trajectory]:
         tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
+        seed = self.settings.seed if seed is None else seed
         trajectories = [self.start(sample, k) for sample in samples for k in range(n)]
+        drives = (self._drive(t, scheduler, tool_slots, seed) for t in trajectories)
         try:
-            await asyncio.gather(*(self._drive(t, scheduler, tool_slots) for t in trajectories))
+            await asyncio.gather(*drives)
         finally:
             await scheduler.close()
         return trajectories
@@ -323,14 +336,14 @@ class AgentLoop:
         )
 
     async def _drive(
-        self, traj: Trajectory, scheduler: BatchScheduler, tool_slots: asyncio.Semaphore
+        self, traj: Trajectory, scheduler: BatchScheduler, tool_slots: asyncio.Semaphore, seed: int
     ) -> None:
         started, state = time.monotonic(), State.GENERATE
         while state is not State.DONE:
             if self._out_of_time(started):
                 traj.stop_reason, state = "timeout", State.DONE
             elif state is State.GENERATE:
-                state = await self._generate(traj, scheduler)
+                state = await self._generate(traj, scheduler, seed)
             else:
                 state = await self._call_tools(traj, tool_slots, started)
         traj.check()
@@ -351,7 +364,7 @@ class AgentLoop:
             budget = min(budget, s.max_tokens_per_turn)
         return budget, reason
 
-    async def _generate(self, traj: Trajectory, scheduler: BatchScheduler) -> State:
+    async def _generate(self, traj: Trajectory, scheduler: BatchScheduler, seed: int) -> State:
         budget, exhausted = self._budget(traj)
         if budget <= 0:
             traj.stop_reason = exhausted
@@ -364,7 +377,7 @@ class AgentLoop:
             top_p=s.top_p,
             top_k=s.top_k,
             stop_token_ids=(self.eot_id,),
-            seed=request_seed(s.seed, traj.sample.id, traj.group_index, len(traj.turns)),
+            seed=request_seed(seed, traj.sample.id, traj.group_index, len(traj.turns)),
         )
         t0 = time.monotonic()
         result = await scheduler.generate(request)
@@ -388,7 +401,7 @@ class AgentLoop:
             traj.response_ids.append(self.eot_id)
             traj.loss_mask.append(0)
             traj.rollout_logprobs.append(0.0)
-        if "<tool_call>" not in turn.text:
+        if not has_tool_call(turn.text):
             traj.stop_reason = "answered"
             return State.DONE
         if len(traj.turns) >= s.max_turns:

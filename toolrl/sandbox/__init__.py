@@ -23,7 +23,7 @@ _EXPORTS = {
     "DEFAULT_PRELOAD": "toolrl.sandbox.local",
     "RemoteSandbox": "toolrl.sandbox.client",
     "SandboxBackend": "toolrl.sandbox.backend",
-    "build_sandbox": "toolrl.sandbox.backend",
+    "build_sandbox": "toolrl.sandbox.factory",
     "Limits": "toolrl.sandbox.result",
     "RunResult": "toolrl.sandbox.result",
     "CommandResult": "toolrl.sandbox.result",
@@ -48,8 +48,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from toolrl.sandbox.backend import SandboxBackend, build_sandbox
+    from toolrl.sandbox.backend import SandboxBackend
     from toolrl.sandbox.client import RemoteSandbox
+    from toolrl.sandbox.factory import build_sandbox
     from toolrl.sandbox.isolation import choose_level, describe
     from toolrl.sandbox.local import DEFAULT_PRELOAD, Sandbox
     from toolrl.sandbox.result import (

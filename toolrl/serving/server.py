@@ -28,9 +28,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from toolrl.chat import encode, render
+from toolrl.chat import ProtocolError, assistant_message, encode, render, template_messages
 from toolrl.rollout.engines.base import Engine, GenerationRequest, GenerationResult
-from toolrl.serving.protocol import ProtocolError, assistant_message, template_messages
 from toolrl.serving.worker import EngineWorker
 
 _UNSUPPORTED = {

@@ -13,7 +13,12 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 
-from toolrl.rollout.engines.base import Engine, GenerationRequest, GenerationResult
+from toolrl.rollout.engines.base import (
+    ContinuousEngine,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+)
 
 
 class EngineWorker:
@@ -22,7 +27,7 @@ class EngineWorker:
     def __init__(self, engine: Engine, max_batch_size: int = 64):
         self.engine = engine
         self.max_batch_size = max_batch_size
-        self.continuous = hasattr(engine, "serve")
+        self.continuous = isinstance(engine, ContinuousEngine)
         self._inbox: deque[tuple[Future, GenerationRequest]] = deque()
         self._in_flight: set[Future] = set()
         self._wake = threading.Condition()

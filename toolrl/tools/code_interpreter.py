@@ -19,15 +19,12 @@ import re
 import time
 from typing import Any
 
+from toolrl.chat import CODE_INTERPRETER, CODE_INTERPRETER_SCHEMA
 from toolrl.sandbox.backend import SandboxBackend
 from toolrl.sandbox.result import Limits, RunResult
-from toolrl.tools.base import ToolResult, function_schema
+from toolrl.tools.base import ToolResult
 
-NAME = "code_interpreter"
-DESCRIPTION = (
-    "Execute Python code and return what it prints (stdout and stderr). The value of a final "
-    "expression is printed as in a notebook. numpy and sympy are available; there is no network."
-)
+NAME = CODE_INTERPRETER
 _VALUE = "__toolrl_value__"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL)
 _TRACEBACK_PATH = re.compile(r'File "[^"\n]*/main\.py"')
@@ -148,7 +145,7 @@ class CodeInterpreter:
     def from_config(cls, rollout) -> CodeInterpreter:
         """The tool as a `RolloutConfig` describes it: the local sandbox, or the SandboxFusion /
         toolrl server at `rollout.sandbox_url`, with the tool's time and memory limits."""
-        from toolrl.sandbox.backend import build_sandbox
+        from toolrl.sandbox.factory import build_sandbox
 
         limits = Limits(timeout_s=rollout.tool_timeout, memory_mb=rollout.tool_memory_mb)
         sandbox = build_sandbox(
@@ -159,12 +156,7 @@ class CodeInterpreter:
     @property
     def schema(self) -> dict[str, Any]:
         """The OpenAI function schema: one required string parameter, `code`."""
-        parameters = {
-            "type": "object",
-            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
-            "required": ["code"],
-        }
-        return function_schema(NAME, DESCRIPTION, parameters)
+        return CODE_INTERPRETER_SCHEMA
 
     def prepare(self, code: str) -> str:
         """The program that actually runs for a given `code` argument."""

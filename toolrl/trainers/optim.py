@@ -14,7 +14,7 @@ def build_optimizer(parameters, trainer_cfg) -> torch.optim.AdamW:
     model 5 ms instead of 31 ms a step on a 2-core CPU) wherever torch has it: plain CPU or CUDA
     parameters. Sharded parameters (FSDP2's DTensors) keep the default implementation. Fused
     updates leave the parameters' version counters alone, so a trainer tells its in-process
-    engine about them (`HFEngine.weights_changed`).
+    engine about them (`HFEngine.weights_updated`).
     """
     params = [p for p in parameters if p.requires_grad]
     fused = bool(params) and all(

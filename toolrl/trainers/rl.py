@@ -12,10 +12,15 @@ How this departs from the paper's released code (Open-AgentRL on verl), on purpo
 - rollouts are seeded per (step, sample, rollout, turn), and the data order per step, so a run
   resumed from a checkpoint reproduces the uninterrupted run exactly.
 
-Scale-out changes no line of the step: `loop` may be any rollout provider with `run(samples, n)`
-and `settings` (Ray workers: toolrl/distributed/rollout.py), and `parallel` says which rows of
-each mini-batch this rank trains and sums normalisers, gradients and metrics over the ranks
-(toolrl/distributed/data_parallel.py; `SingleProcess` is one rank holding every row).
+What the step relies on is declared, never probed:
+- `rollout`: a `RolloutProvider` (toolrl/rollout/provider.py): `run(samples, n, seed=...)`,
+  `weights_updated(version)` after every update, `samples_from(model)` — one process's agent
+  loop, or Ray rollout workers, change no line of the step;
+- `parallel`: a `DataParallel` (toolrl/trainers/parallel.py): which rows of each mini-batch this
+  rank trains, and sums of normalisers, gradients and metrics over the ranks (`SingleProcess`
+  is one rank holding every row);
+- the algorithm: the registered advantage estimator, policy loss and KL estimator the config
+  names, each given its settings by `with_config` (toolrl/algorithms/binding.py).
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from toolrl.algorithms import (
     get_policy_loss,
     num_valid_seqs,
     num_valid_tokens,
+    with_config,
 )
 from toolrl.config import Config
-from toolrl.distributed.data_parallel import DataParallel, SingleProcess
-from toolrl.rollout.agent_loop import AgentLoop
+from toolrl.rollout.provider import RolloutProvider
 from toolrl.trainers.batching import (
     TokenBatch,
     device_of,
@@ -47,6 +52,7 @@ from toolrl.trainers.batching import (
     token_logprobs,
 )
 from toolrl.trainers.model_io import torch_threads
+from toolrl.trainers.parallel import DataParallel, SingleProcess
 from toolrl.types import Sample, Trajectory
 
 
@@ -89,6 +95,30 @@ def timed(timing: dict[str, float], name: str):
     timing[f"timing/{name}"] = timing.get(f"timing/{name}", 0.0) + time.perf_counter() - start
 
 
+@dataclass
+class PolicyBatch:
+    """The rows an RL step trains on, and everything the policy update reads about them.
+
+    One row per trained trajectory, in rollout order (trajectories excluded from training and,
+    with `algorithm.filter_groups`, those of all-equal groups are not rows).
+    """
+
+    tokens: TokenBatch
+    """prompt + response ids; loss mask over the model's own tokens; the engine's log-probs."""
+    advantages: torch.Tensor
+    """[rows]: one advantage per trajectory, within its sample's group."""
+    old_logprobs: torch.Tensor | None = None
+    """[rows, tokens]: π_old of the PPO ratio (see `RLTrainer.fill_reference_logprobs`)."""
+    old_from_first_forward: torch.Tensor | None = None
+    """[rows] bool: rows whose π_old is their own first training forward, detached (filled in
+    by that forward); the policy has not been updated when it runs."""
+    ref_logprobs: torch.Tensor | None = None
+    """[rows, tokens]: the KL reference's log-probs (None without a KL term)."""
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
 class RLTrainer:
     """Holds the parts of an RL run; `step` does one GRPO-TCR step. Built by `build_rl_trainer`."""
 
@@ -97,7 +127,7 @@ class RLTrainer:
         config: Config,
         model,
         tokenizer,
-        loop: AgentLoop,
+        rollout: RolloutProvider,
         prompts: PromptStream,
         reward_fn,
         optimizer,
@@ -108,7 +138,7 @@ class RLTrainer:
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
-        self.loop = loop
+        self.rollout = rollout
         self.prompts = prompts
         self.reward_fn = reward_fn
         self.optimizer = optimizer
@@ -116,6 +146,10 @@ class RLTrainer:
         self.ref_model = ref_model
         self.parallel = parallel or SingleProcess()
         self.last_trajectories: list[Trajectory] = []
+        alg = config.algorithm
+        self.advantage_estimator = with_config(get_advantage_estimator(alg.advantage), alg)
+        self.policy_loss = with_config(get_policy_loss(alg.policy_loss), alg)
+        self.kl_estimator = get_kl_estimator(alg.kl_estimator)
 
     def step(self, step: int) -> dict[str, float]:
         """One RL step on the prompts of `step`; returns its metrics."""
@@ -124,31 +158,42 @@ class RLTrainer:
             samples = self.prompts.batch(step)
             with timed(timing, "rollout"):
                 self.model.eval()
-                self.loop.settings.seed = cfg.trainer.seed * 1_000_003 + step
-                trajectories = self.loop.run(samples, n=cfg.rollout.n)
+                seed = cfg.trainer.seed * 1_000_003 + step
+                trajectories = self.rollout.run(samples, cfg.rollout.n, seed=seed)
             with timed(timing, "reward"):
                 self.reward_fn(trajectories)
-            trained = [t for t in trajectories if not t.has_infra_error]
-            advantages = self.advantages(trained)
-            if cfg.algorithm.filter_groups:
-                trained, advantages = drop_uniform_groups(trained, advantages)
-            batch = self.collate(trained)
+            batch = self.policy_batch(trajectories)
             with torch_threads(cfg.trainer.update_threads):  # no sandbox runs from here on
                 with timed(timing, "old_log_prob"):
-                    old_logprobs, ref_logprobs = self.reference_logprobs(batch)
+                    self.fill_reference_logprobs(batch)
                 with timed(timing, "update"):
-                    update_metrics = self.update_policy(batch, advantages, old_logprobs, ref_logprobs)  # fmt: skip
+                    update_metrics = self.update_policy(batch)
+            if batch is not None:
+                self.rollout.weights_updated(step + 1)
         self.last_trajectories = trajectories
+        advantages = batch.advantages if batch is not None else torch.zeros(0)
         metrics = rollout_metrics(trajectories)
-        metrics["rollout/infra_masked"] = len(trajectories) - len(
-            [t for t in trajectories if not t.has_infra_error]
-        )
-        metrics["rollout/trained_trajectories"] = len(trained)
+        metrics["rollout/infra_masked"] = sum(t.excluded_from_training for t in trajectories)
+        metrics["rollout/trained_trajectories"] = len(advantages)
         metrics["critic/advantages/mean"] = float(advantages.mean()) if len(advantages) else 0.0
         metrics["critic/advantages/max"] = float(advantages.max()) if len(advantages) else 0.0
         metrics["critic/advantages/min"] = float(advantages.min()) if len(advantages) else 0.0
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
         return {**metrics, **update_metrics, **timing}
+
+    def policy_batch(self, trajectories: list[Trajectory]) -> PolicyBatch | None:
+        """The step's training rows with their advantages; None when no row is left.
+
+        A trajectory excluded from training (a sandbox failure while it ran or was graded) is
+        neither a row nor part of its group's baseline.
+        """
+        trained = [t for t in trajectories if not t.excluded_from_training]
+        advantages = self.advantages(trained)
+        if self.config.algorithm.filter_groups:
+            trained, advantages = drop_uniform_groups(trained, advantages)
+        if not trained:
+            return None
+        return PolicyBatch(self.collate(trained), advantages)
 
     def advantages(self, trajectories: list[Trajectory]) -> torch.Tensor:
         """Per-trajectory advantages within each sample's group (config.algorithm.advantage)."""
@@ -159,13 +204,9 @@ class RLTrainer:
             sid: g for g, sid in enumerate(dict.fromkeys(t.sample.id for t in trajectories))
         }
         group_ids = torch.tensor([group_of[t.sample.id] for t in trajectories])
-        name = self.config.algorithm.advantage
-        kwargs = {"eps": self.config.algorithm.adv_eps} if name == "grpo" else {}
-        return get_advantage_estimator(name)(scores, group_ids, **kwargs)
+        return self.advantage_estimator(scores, group_ids)
 
-    def collate(self, trajectories: list[Trajectory]) -> TokenBatch | None:
-        if not trajectories:
-            return None
+    def collate(self, trajectories: list[Trajectory]) -> TokenBatch:
         sequences = [t.prompt_ids + t.response_ids for t in trajectories]
         masks = [[0] * len(t.prompt_ids) + t.loss_mask for t in trajectories]
         logprobs = [[0.0] * len(t.prompt_ids) + t.rollout_logprobs for t in trajectories]
@@ -175,51 +216,48 @@ class RLTrainer:
         return batch.to(device_of(self.model))
 
     @torch.no_grad()
-    def reference_logprobs(
-        self, batch: TokenBatch | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Old log-probs (the policy before this step's updates) and, with a KL term, the reference's.
+    def fill_reference_logprobs(self, batch: PolicyBatch | None) -> None:
+        """π_old (the policy before this step's updates) and, with a KL term, the reference's.
 
-        With `algorithm.old_log_probs=rollout` the old log-probs are the engine's (`batch.values`).
-        Otherwise they are recomputed, except that the first mini-batch's are left NaN when its
-        own forward can give them (`first_update_is_on_policy`): nothing has updated the policy
-        yet when it is trained, so they are that forward's log-probs, detached;
-        `mini_batch_update` fills them in.
+        With `algorithm.old_log_probs=rollout` π_old is the engine's (`tokens.values`).
+        Otherwise it is recomputed by a no-grad forward, except for the first mini-batch when
+        its own training forward can give it (`first_update_is_on_policy`): nothing has updated
+        the policy when that forward runs, so its log-probs, detached, are π_old
+        (`old_from_first_forward`; `mini_batch_update` fills them in).
         """
         if batch is None:
-            return None, None
+            return
+        tokens = batch.tokens
         mine = self.trained_rows(len(batch))  # the rows this rank's updates read
+        first = torch.zeros(len(batch), dtype=torch.bool, device=tokens.loss_mask.device)
         if self.old_log_probs_source() == "rollout":
-            old = batch.values.clone()
+            old = tokens.values.clone()
         else:
             skip = self.rows_per_mini_batch()
             skip = min(skip, len(batch)) if self.first_update_is_on_policy() else 0
-            old = torch.full_like(batch.loss_mask, float("nan"))
+            first[:skip] = True
+            old = torch.zeros_like(tokens.loss_mask)
             later = mine[mine >= skip]
             if len(later):
-                old[later] = self.logprobs_of(self.model, batch.select(later))
-        ref = None
+                old[later] = self.logprobs_of(self.model, tokens.select(later))
+        batch.old_logprobs, batch.old_from_first_forward = old, first
         if self.ref_model is not None:
-            ref = torch.zeros_like(batch.loss_mask)
+            batch.ref_logprobs = torch.zeros_like(tokens.loss_mask)
             if len(mine):
-                ref[mine] = self.logprobs_of(self.ref_model, batch.select(mine))
-        return old, ref
+                batch.ref_logprobs[mine] = self.logprobs_of(self.ref_model, tokens.select(mine))
 
     def old_log_probs_source(self) -> str:
         """`algorithm.old_log_probs` with `auto` resolved: "rollout" where the engine's
-        log-probs are the trainer's own up to float rounding — an in-process HF engine sampling
-        from this very model, float32 on the CPU, no dropout — and "recompute" otherwise (vLLM,
-        remote or Ray-held engines, bf16 or GPU kernels, dropout)."""
+        log-probs are the trainer's own up to float rounding — the rollout samples from this
+        very model's parameters in this process (`samples_from`), float32 on the CPU, no
+        dropout — and "recompute" otherwise (vLLM, remote or Ray-held engines, bf16 or GPU
+        kernels, dropout)."""
         source = self.config.algorithm.old_log_probs
         if source != "auto":
             return source
-        from toolrl.rollout.engines.hf import HFEngine
-
-        engine = getattr(self.loop, "engine", None)
         param = next(self.model.parameters())
         same = (
-            isinstance(engine, HFEngine)
-            and engine.model is self.model
+            self.rollout.samples_from(self.model)
             and param.dtype == torch.float32
             and param.device.type == "cpu"
             and self.first_update_is_on_policy()
@@ -255,45 +293,42 @@ class RLTrainer:
             )[0]
         return out
 
-    def update_policy(self, batch, advantages, old_logprobs, ref_logprobs) -> dict[str, float]:
+    def update_policy(self, batch: PolicyBatch | None) -> dict[str, float]:
         """ppo_epochs × mini-batches of `ppo_mini_batch_size` prompts; one optimizer step each."""
         cfg = self.config
         if batch is None:
             self.scheduler.step()
             return {"actor/skipped_update": 1.0}
         self.model.train()
-        advantages = advantages.to(batch.loss_mask.device)
+        tokens = batch.tokens
+        advantages = batch.advantages.to(tokens.loss_mask.device)
         token_adv = (
-            broadcast_to_tokens(advantages, torch.ones_like(batch.loss_mask)) * batch.loss_mask
+            broadcast_to_tokens(advantages, torch.ones_like(tokens.loss_mask)) * tokens.loss_mask
         )
         sums: dict[str, float] = {}
         updates = 0
         for _ in range(cfg.trainer.ppo_epochs):
             for whole in micro_batches(len(batch), self.rows_per_mini_batch()):
                 mini = self.parallel.shard(whole)  # this rank's rows; normalisers span `whole`
-                stats = self.mini_batch_update(
-                    batch.select(mini),
-                    token_adv[mini],
-                    old_logprobs[mini],
-                    None if ref_logprobs is None else ref_logprobs[mini],
-                )
+                stats = self.mini_batch_update(batch, mini, token_adv[mini])
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
         self.scheduler.step()
-        engine = getattr(self.loop, "engine", None)
-        if hasattr(engine, "weights_changed"):  # an in-process engine sharing these parameters
-            engine.weights_changed()
         return {key: value / updates for key, value in sums.items()}
 
     def mini_batch_update(
-        self, mini: TokenBatch, advantages, old_logprobs, ref_logprobs
+        self, batch: PolicyBatch, rows: slice, advantages: torch.Tensor
     ) -> dict[str, float]:
-        """Accumulate micro-batch gradients with the mini-batch's normalisers, then one step.
+        """Accumulate micro-batch gradients over the mini-batch `rows` of `batch` with the
+        mini-batch's normalisers, then one optimizer step.
 
-        With several ranks, `mini` is this rank's share: the normalisers are summed over ranks
+        With several ranks, `rows` is this rank's share: the normalisers are summed over ranks
         (so they count the whole mini-batch), and so are the gradients and the metrics.
         """
+        mini = batch.tokens.select(rows)
+        old_logprobs, from_forward = batch.old_logprobs[rows], batch.old_from_first_forward[rows]
+        ref_logprobs = None if batch.ref_logprobs is None else batch.ref_logprobs[rows]
         norms = {
             "global_num_tokens": self.parallel.all_sum(num_valid_tokens(mini.loss_mask)),
             "global_num_seqs": self.parallel.all_sum(num_valid_seqs(mini.loss_mask)),
@@ -313,8 +348,9 @@ class RLTrainer:
                 with_entropy=True,
                 entropy_grad=self.config.algorithm.entropy_coef != 0,
             )
-            if old_logprobs[micro].isnan().all():  # on-policy rows (see reference_logprobs)
-                old_logprobs[micro] = logprobs.detach()
+            if from_forward[micro].all():  # on-policy rows (see fill_reference_logprobs)
+                old_logprobs[micro] = logprobs.detach()  # views: later epochs reuse them
+                from_forward[micro] = False
             ref = None if ref_logprobs is None else ref_logprobs[micro]
             loss, stats = self.micro_batch_loss(
                 logprobs,
@@ -336,18 +372,7 @@ class RLTrainer:
         """The micro-batch's part of the mini-batch loss (normalised by the mini-batch's global
         counts, so the parts add up to it), and its metrics weighted by its share of tokens."""
         alg = self.config.algorithm
-        clip_c = alg.clip_ratio_c if alg.policy_loss == "ppo_clip" else None
-        loss, metrics = get_policy_loss(alg.policy_loss)(
-            logprobs,
-            old_logprobs,
-            advantages,
-            mask,
-            clip_ratio_low=alg.clip_ratio_low,
-            clip_ratio_high=alg.clip_ratio_high,
-            clip_ratio_c=clip_c,
-            loss_agg_mode=alg.loss_agg_mode,
-            **norms,
-        )
+        loss, metrics = self.policy_loss(logprobs, old_logprobs, advantages, mask, **norms)
         share = float(mask.sum() / norms["global_num_tokens"].clamp(min=1))
         stats = {
             "actor/pg_loss": float(loss.detach()),
@@ -360,10 +385,10 @@ class RLTrainer:
         for name in CLIP_METRICS:
             stats[f"actor/{name}"] = float(metrics[name]) * share
         if ref_logprobs is not None and alg.kl_coef > 0:
-            kl = get_kl_estimator(alg.kl_estimator)(logprobs, ref_logprobs)
+            kl = self.kl_estimator(logprobs, ref_logprobs)
             kl_loss = agg_loss(kl, mask, alg.loss_agg_mode, **norms)
             loss = loss + alg.kl_coef * kl_loss
-            stats["actor/kl_loss"] = float(kl_loss)
+            stats["actor/kl_loss"] = float(kl_loss.detach())
         return loss, stats
 
     def optimizer_step(self, totals: dict[str, float]) -> dict[str, float]:

@@ -17,12 +17,14 @@ from toolrl.chat import encode, render
 from toolrl.config import Config, check_rl
 from toolrl.data.io import write_jsonl
 from toolrl.data.rl import load_rl_samples
-from toolrl.distributed.data_parallel import SingleProcess
-from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
+from toolrl.rollout.agent_loop import settings_from_config
+from toolrl.rollout.engines.factory import build_engine
+from toolrl.rollout.provider import LocalRollout, RolloutProvider
 from toolrl.rollout.records import trajectory_record
 from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from toolrl.trainers.model_io import load_policy, resolve_model_path
 from toolrl.trainers.optim import build_optimizer, build_scheduler, due
+from toolrl.trainers.parallel import SingleProcess
 from toolrl.trainers.rl import PromptStream, RLTrainer
 from toolrl.trainers.tracking import MetricsLogger
 
@@ -58,34 +60,23 @@ def total_steps_of(config: Config, prompts: PromptStream) -> int:
     return config.trainer.total_steps or config.trainer.epochs * prompts.steps_per_epoch()
 
 
-def build_engine(config: Config, model, tokenizer):
-    """The rollout engine. `hf` shares the training model's weights, so no sync is needed;
-    `vllm` holds its own copy, refreshed by `VLLMRollout` before every rollout."""
-    if config.rollout.engine == "hf":
-        from toolrl.rollout.engines.hf import HFEngine
+def local_rollout(config: Config):
+    """`make_rollout` for a single process: an agent loop on the engine `rollout.engine` names,
+    following the trained model (HF decodes with it; vLLM takes its weights after updates)."""
 
-        return HFEngine(model, pad_token_id=tokenizer.pad_token_id or 0, seed=config.trainer.seed)
-    if config.rollout.engine == "vllm":
-        from toolrl.rollout.engines.vllm import VLLMEngine
-
-        return VLLMEngine.from_config(config, model.name_or_path)
-    raise NotImplementedError(
-        f"rollout.engine={config.rollout.engine!r} cannot drive RL training; "
-        "use rollout.engine=hf or rollout.engine=vllm"
-    )
-
-
-def local_rollout(config: Config, tools: list):
-    """The single-process rollout provider: an AgentLoop on this process's engine (for vLLM,
-    wrapped so the engine takes the new weights before and sleeps after every rollout)."""
-
-    def make(model, tokenizer, settings):
-        loop = AgentLoop(build_engine(config, model, tokenizer), tokenizer, tools, settings)
-        if config.rollout.engine != "vllm":
-            return loop
-        from toolrl.rollout.engines.vllm import VLLMRollout
-
-        return VLLMRollout(loop, model)
+    def make(model, tokenizer, tools: list) -> RolloutProvider:
+        engine = build_engine(
+            config,
+            model.name_or_path,
+            tokenizer=tokenizer,
+            model=model,
+            needs_policy=True,
+            purpose="toolrl rl",
+        )
+        settings = settings_from_config(
+            config.rollout, max_context_length=engine.max_context_length, seed=config.trainer.seed
+        )
+        return LocalRollout(engine, tokenizer, tools, settings)
 
     return make
 
@@ -116,9 +107,9 @@ def build_rl_trainer(
 ) -> tuple[RLTrainer, int]:
     """An RLTrainer and the step to start from (the last checkpoint's when resuming).
 
-    `make_rollout(model, tokenizer, settings)` builds the rollout provider (default: an
-    AgentLoop in this process, `local_rollout`); `parallel` is the data-parallel group this
-    process trains in (default: a single process). The Ray backend passes both.
+    `make_rollout(model, tokenizer, tools)` builds the `RolloutProvider` (default: an agent
+    loop in this process, `local_rollout`); `parallel` is the data-parallel group this process
+    trains in (default: a single process). The Ray backend passes both.
     """
     check_rl(config)
     run_dir = run_dir_of(config)
@@ -136,11 +127,7 @@ def build_rl_trainer(
     prompts = PromptStream(
         samples, config.data.train_batch_size, config.trainer.seed, config.data.shuffle
     )
-    context = getattr(model.config, "max_position_embeddings", 0)
-    settings = settings_from_config(
-        config.rollout, max_context_length=context, seed=config.trainer.seed
-    )
-    loop = (make_rollout or local_rollout(config, tools))(model, tokenizer, settings)
+    rollout = (make_rollout or local_rollout(config))(model, tokenizer, tools)
     optimizer = build_optimizer(model.parameters(), config.trainer)
     scheduler = build_scheduler(optimizer, config.trainer, total_steps_of(config, prompts))
     ref_model = load_reference(config, base, device) if config.algorithm.kl_coef > 0 else None
@@ -151,7 +138,7 @@ def build_rl_trainer(
         config,
         model,
         tokenizer,
-        loop,
+        rollout,
         prompts,
         reward_fn or default_reward_fn(config),
         optimizer,
@@ -198,12 +185,19 @@ def make_validator(config: Config, benchmarks: dict[str, list]):
 
     def validate(trainer: RLTrainer, step: int) -> dict[str, float]:
         trainer.model.eval()
-        loop = trainer.loop
+        rollout = trainer.rollout
         summaries = evaluate(
-            loop.engine, trainer.tokenizer, list(loop.tools.values()), benchmarks, config.eval, config.rollout,
-            run_dir_of(config) / "validation" / f"step_{step}", reward_cfg=config.reward,
-            max_context_length=loop.settings.max_context_length, seed=config.trainer.seed + step,
-        )  # fmt: skip
+            rollout.engine,
+            trainer.tokenizer,
+            rollout.tools,
+            benchmarks,
+            config.eval,
+            config.rollout,
+            run_dir_of(config) / "validation" / f"step_{step}",
+            reward_cfg=config.reward,
+            max_context_length=rollout.max_context_length,
+            seed=config.trainer.seed + step,
+        )
         return {
             f"val-core/{name}/{metric}": value
             for name, summary in summaries.items()
@@ -228,19 +222,21 @@ def fit(
     """Run (or resume) an RL run; returns its run directory.
 
     Validation runs every `trainer.val_every` steps and after the last, on `eval.benchmarks` and
-    `data.val_files` (or through `validate` when given). `trainer.backend=ray` hands the run to
-    `fit_ray`, which calls back here on every rank with `make_rollout` and `parallel`: every
-    rank runs the steps, and rank 0 alone validates, logs and saves (the replicas are equal).
+    `data.val_files` (or through `validate` when given). The Ray backend
+    (`toolrl.distributed.launch.fit_ray`) calls this on every rank with `make_rollout` and
+    `parallel`: every rank runs the steps, and rank 0 alone validates, logs and saves (the
+    replicas are equal).
     """
-    if config.trainer.backend == "ray" and parallel is None:
-        from toolrl.distributed.launch import fit_ray
-
-        return fit_ray(config, resume=resume, tools=tools, reward_fn=reward_fn)
     torch.manual_seed(config.trainer.seed)
     trainer, start = build_rl_trainer(
-        config, resume=resume, tools=tools, reward_fn=reward_fn, device=device,
-        make_rollout=make_rollout, parallel=parallel,
-    )  # fmt: skip
+        config,
+        resume=resume,
+        tools=tools,
+        reward_fn=reward_fn,
+        device=device,
+        make_rollout=make_rollout,
+        parallel=parallel,
+    )
     run_dir = run_dir_of(config)
     if trainer.parallel.rank != 0:
         for step in range(start, total_steps_of(config, trainer.prompts)):
@@ -262,12 +258,18 @@ def fit(
             records = [trajectory_record(r, trainer.tokenizer) for r in trainer.last_trajectories]
             write_jsonl(run_dir / "rollouts" / f"step_{done}.jsonl", records)
             if due(t.save_every, done, total):
-                state = {"config": yaml.safe_dump(config.to_dict())}
-                save_checkpoint(run_dir, done, trainer.model, trainer.tokenizer, trainer.optimizer, trainer.scheduler, state)  # fmt: skip
+                save_step(run_dir, done, trainer, config)
             progress.update(task, completed=done, status=step_status(metrics))
     logger.close()
     write_run_report(run_dir)
     return run_dir
+
+
+def save_step(run_dir: Path, step: int, trainer: RLTrainer, config: Config) -> None:
+    """A checkpoint of the policy, optimizer and scheduler after `step` steps."""
+    state = {"config": yaml.safe_dump(config.to_dict())}
+    parts = (trainer.model, trainer.tokenizer, trainer.optimizer, trainer.scheduler)
+    save_checkpoint(run_dir, step, *parts, state)
 
 
 def write_run_report(run_dir: Path) -> None:

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from toolrl.data.io import read_jsonl
+
 
 class MetricsLogger:
     """Appends one line a step to `metrics.jsonl` and forwards to the enabled sinks."""
@@ -43,12 +45,8 @@ class MetricsLogger:
         """After a resume from step N, lines of steps > N (from the crashed run) are dropped."""
         if not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line and json.loads(line)["step"] <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [row for _, row in read_jsonl(self.path, skip_bad=True) if row["step"] <= step]
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {
@@ -69,10 +67,9 @@ class MetricsLogger:
             self.wandb.finish()
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+def read_metrics(run_dir: Path, notes: list[str] | None = None) -> list[dict[str, float]]:
+    """A run's metrics.jsonl rows; a torn line (a crash mid-write) is skipped and noted."""
     path = Path(run_dir) / "metrics.jsonl"
-    return (
-        [json.loads(line) for line in path.read_text().splitlines() if line]
-        if path.exists()
-        else []
-    )
+    if not path.is_file():
+        return []
+    return [row for _, row in read_jsonl(path, skip_bad=True, notes=notes)]

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import operator
 import re
 
+from toolrl.chat import code_interpreter_call
 from toolrl.data.tasks.families import LETTERS, solve
 
 _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
@@ -62,13 +62,13 @@ def next_turn(context: str, *, recheck: bool) -> str:
         return _direct_answer(family.kind, program, question[1])
     if not results:
         mistake = _chance(question[1], "mistake") < MISTAKE_RATE
-        return tool_call(_mistake(test) if mistake else test)
+        return code_interpreter_call(_mistake(test) if mistake else test)
     last = results[-1]
     if "Error" in last:
-        return tool_call(test) if len(results) < 3 else "I could not run the program."
+        return code_interpreter_call(test) if len(results) < 3 else "I could not run the program."
     checked = last in ("True", "False")
     if recheck and family.kind != "code" and not checked:
-        return tool_call(f"print({program[len('print(') : -1]}=={last})")
+        return code_interpreter_call(f"print({program[len('print(') : -1]}=={last})")
     value = results[-2] if checked else last
     if family.kind == "code":
         return f"```python\n{program}\n```"
@@ -107,12 +107,6 @@ def _arithmetic(node: ast.expr) -> int:
         base, exponent, modulus = (_arithmetic(arg) for arg in node.args)
         return pow(base, exponent, modulus)
     raise ValueError(f"not an expression of the task suite: {ast.dump(node)}")
-
-
-def tool_call(code: str) -> str:
-    """A hermes code_interpreter call, as the tiny model's template renders one."""
-    call = {"name": "code_interpreter", "arguments": {"code": code}}
-    return f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
 
 
 def _test_program(program: str) -> str:

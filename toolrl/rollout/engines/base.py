@@ -1,10 +1,24 @@
-"""The engine contract shared by the HF, vLLM and OpenAI-compatible engines."""
+"""The engine contract shared by every engine, and the capabilities an engine declares.
+
+`Engine` is what every engine is (token ids in; token ids, log-probs and a finish reason out).
+An engine that can do more says so by subclassing a capability Protocol, and the code that needs
+the capability asks for it by that Protocol, never by the engine's class:
+
+- `ContinuousEngine`: batches continuously (`serve`): the agent loop and the server feed it
+  requests between decoding steps instead of waiting for a whole batch;
+- `PolicyEngine`: follows the trained policy through an RL run: told after every update,
+  asked whether it samples from the trained model's own parameters (then its log-probs are the
+  trainer's own), and told when a rollout ends (vLLM then sleeps to free the GPU).
+
+Engines subclass the Protocols explicitly, so they inherit the defaults below (`close` does
+nothing; `max_context_length` is 0, unknown).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 
@@ -38,8 +52,48 @@ class GenerationResult:
 
 
 class Engine(Protocol):
+    """Generates for token-id requests; never sees or returns text."""
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Generate for every request; results are in request order."""
+        ...
+
+    @property
+    def max_context_length(self) -> int:
+        """The model's context window in tokens (prompt + response); 0 = unknown."""
+        return 0
+
+    def close(self) -> None:
+        """Release what the engine holds (threads, processes, connections); idempotent."""
+        return None
+
+
+@runtime_checkable
+class ContinuousEngine(Protocol):
+    """An engine that batches continuously: requests join the running batch between steps.
+    (Checked at run time by its one method, so it does not repeat `Engine`'s.)"""
+
+    def serve(self, take: Take, done: Done) -> None:
+        """Decode until nothing runs and `take` has nothing new (see `Take` and `Done`)."""
+        ...
+
+
+class PolicyEngine(Engine, Protocol):
+    """An engine that follows the trained policy through an RL run (HF on the trained model
+    itself; vLLM with its weights synced from the trainer)."""
+
+    def weights_updated(self) -> None:
+        """The trained policy changed: generate with the new weights from now on (the engine
+        may take them now or just before its next generation)."""
+        ...
+
+    def samples_from(self, model: Any) -> bool:
+        """Whether this engine decodes with `model`'s own parameters in this process, so its
+        log-probs are the trainer's forward's up to float rounding."""
+        ...
+
+    def rollout_done(self) -> None:
+        """A rollout ended and training follows: free what training needs (vLLM sleeps)."""
         ...
 
 

@@ -16,7 +16,7 @@ not arithmetic. This forward computes the same function with fewer, larger ops:
   whenever a parameter was replaced or its in-place version counter moved
   (`load_state_dict`, most optimizers); `refresh()` checks that cheaply at each `serve`. Not every
   in-place update moves the counter (`torch.optim.AdamW(fused=True)` does not), so whoever
-  trains the model also says so: `refresh(force=True)`, through `HFEngine.weights_changed()`.
+  trains the model also says so: `refresh(force=True)`, through `HFEngine.weights_updated()`.
 - The KV cache (`KVCache`, kv_cache.py) is preallocated and written in place; it grows in
   chunks.
 - Rows are left-padded and share one write column, so a decoding step writes one column for the

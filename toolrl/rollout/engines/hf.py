@@ -30,9 +30,11 @@ import torch.nn.functional as F
 
 from toolrl.models.compat import cache_kwarg
 from toolrl.rollout.engines.base import (
+    ContinuousEngine,
     Done,
     GenerationRequest,
     GenerationResult,
+    PolicyEngine,
     Take,
     generate_by_serving,
 )
@@ -171,7 +173,7 @@ class PrefixStore:
         self._bytes = 0
 
 
-class HFEngine:
+class HFEngine(ContinuousEngine, PolicyEngine):
     """An `Engine` over a loaded transformers model, with continuous batching (`serve`).
 
     `fast_decode`: None uses `FastDecoder` (fast_decode.py) when the model is a plain
@@ -214,11 +216,21 @@ class HFEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def weights_changed(self) -> None:
+    @property
+    def max_context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+
+    def weights_updated(self) -> None:
         """The model's parameters were updated in place: the next `serve` rebuilds the fused
         weights and forgets cached prefixes. A trainer sharing the model calls this after its
         optimizer steps (a fused optimizer leaves the version counters `refresh` checks)."""
         self._weights_changed = True
+
+    def samples_from(self, model) -> bool:
+        return self.model is model
+
+    def rollout_done(self) -> None:
+        return None
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Generate for every request (continuously batched); results in request order."""

@@ -8,7 +8,7 @@ Two ways to talk to the server:
   vLLM honour these, so the agent loop stays token-in-token-out exactly as with a local engine.
   A server that returns no token ids is refused with an error naming `api="chat"`.
 - `api="chat"` (for servers that only speak chat): the conversation is read back out of the
-  prompt ids (`serving.protocol.ConversationReader`, checked by re-rendering), sent as messages
+  prompt ids (`chat.ConversationReader`, checked by re-rendering), sent as messages
   with `tools`, and the reply is written back as the turn text the local chat template produces,
   then tokenized. What is lost: the server renders the prompt with its own template (the model
   may see different tokens than `prompt_ids`); the returned token ids are a re-tokenization of
@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from toolrl.chat import encode, end_of_turn_token
 from toolrl.rollout.engines.base import (
+    ContinuousEngine,
     Done,
     GenerationRequest,
     GenerationResult,
@@ -60,7 +61,7 @@ class OpenAIEngineError(RuntimeError):
     """The server could not be reached, timed out, or answered with an error; says which."""
 
 
-class OpenAIEngine:
+class OpenAIEngine(ContinuousEngine):
     """An `Engine` whose tokens come from an OpenAI-compatible server (see the module docstring).
 
     `tokenizer` must be the served model's tokenizer: completions send and receive its token
@@ -126,6 +127,10 @@ class OpenAIEngine:
         chosen = next(m for m in models if str(m.get("id")) == self.model)
         self.max_model_len = int(chosen.get("max_model_len") or 0)
         return ids
+
+    @property
+    def max_context_length(self) -> int:
+        return self.max_model_len
 
     def close(self) -> None:
         if self._pool is not None:
@@ -245,7 +250,7 @@ class OpenAIEngine:
     # -- chat completions (for servers that only speak chat; see the module docstring) --------
 
     def _chat(self, request: GenerationRequest, deadline: float) -> GenerationResult:
-        from toolrl.serving.protocol import (
+        from toolrl.chat import (
             ConversationReader,
             ProtocolError,
             turn_text,

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from toolrl.chat import encode, end_of_turn_token
-from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
+from toolrl.rollout.engines.base import Engine, GenerationRequest, GenerationResult
 
 Policy = Callable[[str], str]
 
 
-class ScriptedEngine:
+class ScriptedEngine(Engine):
     """An `Engine` whose turns come from `policy(context_text) -> turn_text`."""
 
     def __init__(self, tokenizer, policy: Policy):

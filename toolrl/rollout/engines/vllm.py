@@ -20,8 +20,9 @@ what is recorded. `exact_logprobs(request)` says which case a request is.
 Weights. `load_weights(named_tensors)` calls, in each vLLM worker, the model's own
 `load_weights` (HF parameter names) through `collective_rpc` and the worker extension below,
 then resets the prefix cache (cached KV blocks of the old weights must not be reused). In one
-process on one GPU, `VLLMRollout` wakes the engine, loads the trainer's weights, rolls out and
-puts the engine back to sleep (`enable_sleep_mode`), so the update has the GPU memory.
+process on one GPU the engine `follow`s the trained model: before its first generation after an
+update it wakes, loads the trainer's weights, and after the rollout it sleeps again
+(`enable_sleep_mode`), so the update has the GPU memory.
 
 Not verified in this repository's CI (no GPU, vLLM not installed): the tests of this module
 run the request translation against a fake `LLM`; the `gpu`-marked tests run the real engine.
@@ -33,17 +34,27 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from toolrl.rollout.engines.base import GenerationRequest, GenerationResult
+from toolrl.rollout.engines.base import GenerationRequest, GenerationResult, PolicyEngine
 
 WEIGHT_BUCKET_BYTES = 256 << 20
 """Weights travel to the vLLM workers in buckets of about this many bytes."""
 
 
-class VLLMEngine:
-    """An `Engine` over a `vllm.LLM` (built by `from_path`, or any object with its methods)."""
+class VLLMEngine(PolicyEngine):
+    """An `Engine` over a `vllm.LLM` (built by `from_path`, or any object with its methods).
 
-    def __init__(self, llm, *, sampling_params_cls=None, tokens_prompt_cls=None):
+    As a `PolicyEngine` it follows a trained model given to `follow` (RL in one process);
+    without one (Ray rollout workers, evaluation) it holds whatever `load_weights` gave it.
+    """
+
+    def __init__(
+        self, llm, *, sampling_params_cls=None, tokens_prompt_cls=None, max_context_length=0
+    ):
         self.llm = llm
+        self._max_context_length = max_context_length
+        self.policy = None
+        """The trained model whose weights this engine takes after every update, if any."""
+        self.stale = False
         if sampling_params_cls is None or tokens_prompt_cls is None:
             from vllm import SamplingParams
             from vllm.inputs import TokensPrompt
@@ -80,7 +91,38 @@ class VLLMEngine:
             worker_extension_cls=f"{__name__}.WeightSyncExtension",
             **llm_kwargs,
         )
-        return cls(llm)
+        return cls(llm, max_context_length=llm.llm_engine.model_config.max_model_len)
+
+    @property
+    def max_context_length(self) -> int:
+        return self._max_context_length
+
+    def follow(self, model) -> VLLMEngine:
+        """Generate with `model`'s weights: taken before the first generation and again after
+        every `weights_updated`; the engine sleeps after each rollout (training follows)."""
+        self.policy, self.stale = model, True
+        return self
+
+    def weights_updated(self) -> None:
+        self.stale = self.policy is not None
+
+    def samples_from(self, model) -> bool:
+        return False  # another process, other kernels: π_old is recomputed by the trainer
+
+    def rollout_done(self) -> None:
+        if self.policy is not None:  # colocated with training: give it the GPU memory
+            self.sleep()
+
+    def _take_policy_weights(self) -> None:
+        """Wake the engine and load the trained model's weights if an update changed them."""
+        asleep = self.asleep
+        if asleep:
+            self.wake_up(tags=["weights"])
+        if self.stale:
+            self.load_weights(self.policy.state_dict().items())
+            self.stale = False
+        if asleep:
+            self.wake_up(tags=["kv_cache"])
 
     @classmethod
     def from_config(cls, config, path) -> VLLMEngine:
@@ -112,6 +154,8 @@ class VLLMEngine:
         """Generate for every request in one vLLM call; results in request order."""
         if not requests:
             return []
+        if self.policy is not None:
+            self._take_policy_weights()
         if self.asleep:
             raise RuntimeError("the vLLM engine is asleep: call wake_up() before generating")
         for i, request in enumerate(requests):
@@ -199,55 +243,3 @@ class WeightSyncExtension:
         device = next(model.parameters()).device
         model.load_weights(weights=[(name, t.to(device)) for name, t in weights])
         return len(weights)
-
-
-class VLLMRollout:
-    """A rollout provider for one process on one GPU, sharing it with training.
-
-    The agent loop generates through this object: before the first generation after a policy
-    update, the sleeping engine wakes (weights first), takes the trainer's current weights,
-    then re-allocates its KV cache; after each rollout it sleeps again, so the update has the
-    GPU memory. Validation generates through `engine` (this object) the same way.
-    """
-
-    def __init__(self, loop, model):
-        self.loop = loop
-        self.model = model
-        self.vllm: VLLMEngine = loop.engine
-        self.stale = True  # the engine does not hold the trainer's weights yet
-        loop.engine = self
-
-    @property
-    def engine(self) -> VLLMRollout:
-        return self
-
-    @property
-    def settings(self):
-        return self.loop.settings
-
-    @property
-    def tools(self):
-        return self.loop.tools
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        self.refresh()
-        return self.vllm.generate(requests)
-
-    def refresh(self) -> None:
-        """Wake the engine and give it the current weights if an update may have changed them."""
-        asleep = self.vllm.asleep
-        if asleep:
-            self.vllm.wake_up(tags=["weights"])
-        if self.stale:
-            self.vllm.load_weights(self.model.state_dict().items())
-            self.stale = False
-        if asleep:
-            self.vllm.wake_up(tags=["kv_cache"])
-
-    def run(self, samples, n: int = 1):
-        """The loop's rollout; then the engine sleeps and counts as stale (training follows)."""
-        try:
-            return self.loop.run(samples, n)
-        finally:
-            self.vllm.sleep()
-            self.stale = True

@@ -15,7 +15,8 @@ import json
 import re
 from typing import Any
 
-from toolrl.chat import ObservationWrapper, ParsedCall, end_of_turn_token, parse_tool_calls, render
+from toolrl.chat.hermes import ParsedCall, parse_tool_calls
+from toolrl.chat.template import ObservationWrapper, end_of_turn_token, render
 
 _BLOCK = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.DOTALL)
 _MARK = "\u2063{}\u2063"

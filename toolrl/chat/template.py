@@ -1,4 +1,4 @@
-"""Chat rendering and hermes tool calls, with the token-exactness contract.
+"""Chat rendering with the token-exactness contract.
 
 One renderer serves rollout and SFT, so their tokens and masks agree:
 
@@ -14,8 +14,6 @@ One renderer serves rollout and SFT, so their tokens and masks agree:
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,88 +105,6 @@ class ObservationWrapper:
 
     def ids(self, results: list[str]) -> list[int]:
         return encode(self.tokenizer, self.text(results))
-
-
-# ----------------------------------------------------------------------------------------------
-# Hermes tool calls
-
-_TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
-_JSON_TYPES = {
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-    "array": list,
-    "object": dict,
-}
-
-
-@dataclass
-class ParsedCall:
-    """One `<tool_call>` of an assistant turn: a valid call, or the error the model will read."""
-
-    name: str
-    arguments: dict[str, Any]
-    error: str | None = None
-
-
-def parse_tool_calls(text: str, tools: list[dict], max_parallel_calls: int = 1) -> list[ParsedCall]:
-    """Parse hermes `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks.
-
-    Never raises on model output: malformed JSON, an unknown tool, missing or extra arguments,
-    an unterminated block, and calls beyond `max_parallel_calls` come back with `error` set, so the
-    loop can show the model what was wrong and count it.
-    """
-    schemas = {tool["function"]["name"]: tool["function"] for tool in tools}
-    calls = [_parse_one(body, schemas) for body in _TOOL_CALL_RE.findall(text)]
-    tail = _TOOL_CALL_RE.sub("", text)
-    if "<tool_call>" in tail:
-        calls.append(ParsedCall("", {}, "unterminated <tool_call>: close it with </tool_call>"))
-    for call in calls[max_parallel_calls:]:
-        if call.error is None:
-            call.error = (
-                f"only {max_parallel_calls} tool call(s) per turn are run; this one was skipped"
-            )
-    return calls
-
-
-def _parse_one(body: str, schemas: dict[str, dict]) -> ParsedCall:
-    try:
-        payload = json.loads(body.strip())
-    except json.JSONDecodeError as err:
-        return ParsedCall("", {}, f"tool call is not valid JSON: {err.msg} at char {err.pos}")
-    if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
-        return ParsedCall(
-            "", {}, 'tool call must be a JSON object {"name": ..., "arguments": {...}}'
-        )
-    name, arguments = payload["name"], payload.get("arguments", {})
-    if isinstance(arguments, str):  # some models write the arguments as a JSON string
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            return ParsedCall(name, {}, "tool call arguments are not valid JSON")
-    if not isinstance(arguments, dict):
-        return ParsedCall(name, {}, "tool call arguments must be a JSON object")
-    if name not in schemas:
-        known = ", ".join(sorted(schemas)) or "none"
-        return ParsedCall(name, arguments, f"unknown tool {name!r}; available: {known}")
-    error = _check_arguments(arguments, schemas[name].get("parameters", {}))
-    return ParsedCall(name, arguments, error)
-
-
-def _check_arguments(arguments: dict, parameters: dict) -> str | None:
-    properties = parameters.get("properties", {})
-    missing = [key for key in parameters.get("required", []) if key not in arguments]
-    if missing:
-        return f"missing required argument(s): {', '.join(missing)}"
-    extra = [key for key in arguments if key not in properties]
-    if extra and properties:
-        return f"unexpected argument(s): {', '.join(extra)}; expected: {', '.join(properties)}"
-    for key, value in arguments.items():
-        expected = _JSON_TYPES.get(properties.get(key, {}).get("type", ""))
-        if expected is not None and not isinstance(value, expected):
-            return f"argument {key!r} must be of type {properties[key]['type']}"
-    return None
 
 
 # ----------------------------------------------------------------------------------------------
