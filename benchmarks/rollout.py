@@ -43,7 +43,7 @@ import torch
 from transformers import AutoTokenizer
 
 from toolrl.chat import encode, end_of_turn_token
-from toolrl.config import RolloutConfig
+from toolrl.config import ToolsConfig
 from toolrl.models.tiny import write_tiny
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines import hf as hf_engine
@@ -161,7 +161,7 @@ def main() -> None:
         Sample(f"p{i}", [{"role": "user", "content": f"Problem {i}: multiply."}], "bench", "42")
         for i in range(args.trajectories)
     ]
-    sandbox_tool = CodeInterpreter.from_config(RolloutConfig())
+    sandbox_tool = CodeInterpreter.from_config(ToolsConfig())
     results = {}
     for threads in dict.fromkeys(int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)

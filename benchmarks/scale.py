@@ -6,7 +6,7 @@ overhead against the single-process path.
 2. Sandbox throughput (calls/s) of `PooledTool` over 1 and 2 sandbox workers running the real
    code interpreter (`print(1)`, 8 calls in flight); the ratio 2 / 1.
 3. One RL step (the tiny recipe of the tests, 2 prompts × 4 rollouts) single-process vs
-   `trainer.backend=ray` with 1 training rank and 1 rollout worker (the same work: what Ray
+   `cluster.backend=ray` with 1 training rank and 1 rollout worker (the same work: what Ray
    adds) and with 2 + 2; the warm step's `timing/step` and the run's wall time with start-up.
 
 Usage: python benchmarks/scale.py [--prompts 8] [--n 4] [--tokens 64] [--calls 48]
@@ -31,12 +31,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import ray
 
 from toolrl.config import load_config
+from toolrl.distributed.launch import fit_on_backend
 from toolrl.distributed.rollout import RayRollout, RolloutWorker
 from toolrl.distributed.sandbox import PooledTool
 from toolrl.models.tiny import write_tiny
-from toolrl.rollout.agent_loop import settings_from_config
 from toolrl.tools.code_interpreter import CodeInterpreter
-from toolrl.trainers.rl_setup import fit, load_prompts
+from toolrl.trainers.rl_setup import load_prompts
 from toolrl.trainers.tracking import read_metrics
 
 
@@ -73,7 +73,7 @@ def tiny_config(root: Path, args, *extra: str):
             "trainer.save_every=0",
             "trainer.val_every=0",
             "trainer.loggers=[jsonl]",
-            "trainer.gpus_per_node=0",
+            "cluster.gpus_per_node=0",
             *extra,
         ],
     )
@@ -85,12 +85,11 @@ def rollout_throughput(config, samples, n: int, workers: int) -> float:
     def start():
         return ray.remote(RolloutWorker).options(num_cpus=0.01).remote(config.to_dict(), None)
 
-    settings = settings_from_config(config.rollout, seed=1)
-    rollout = RayRollout(start, workers, settings)
+    rollout = RayRollout(start, workers)
     try:
-        rollout.run(samples[:workers], 1)  # warm-up: first forwards allocate
+        rollout.run(samples[:workers], 1, seed=1)  # warm-up: first forwards allocate
         started = time.perf_counter()
-        trajectories = rollout.run(samples, n)
+        trajectories = rollout.run(samples, n, seed=1)
         wall = time.perf_counter() - started
     finally:
         rollout.shutdown()
@@ -99,10 +98,8 @@ def rollout_throughput(config, samples, n: int, workers: int) -> float:
 
 def sandbox_throughput(config, workers: int, calls: int) -> float:
     """Code-interpreter calls per second over a pool of `workers` (8 calls in flight)."""
-    rollout_cfg = config.rollout
-    pool = PooledTool.start(
-        lambda: CodeInterpreter.from_config(rollout_cfg), workers, num_cpus=0.01
-    )
+    tools_cfg = config.tools
+    pool = PooledTool.start(lambda: CodeInterpreter.from_config(tools_cfg), workers, num_cpus=0.01)
 
     async def run(k: int) -> None:
         slots = asyncio.Semaphore(8)
@@ -127,13 +124,13 @@ def rl_step_times(config, name: str, backend: str, ranks: int = 1, workers: int 
     """Wall time of a 2-step run (with start-up) and its warm step's `timing/step`."""
     config = dataclasses.replace(
         config,
-        trainer=dataclasses.replace(
-            config.trainer, run_name=name, backend=backend, total_steps=2, ranks_per_node=ranks
+        trainer=dataclasses.replace(config.trainer, run_name=name, total_steps=2),
+        cluster=dataclasses.replace(
+            config.cluster, backend=backend, ranks_per_node=ranks, rollout_workers=workers
         ),
-        rollout=dataclasses.replace(config.rollout, num_workers=workers),
     )
     started = time.perf_counter()
-    run_dir = fit(config, tools=[])
+    run_dir = fit_on_backend(config, tools=[])
     wall = time.perf_counter() - started
     metrics = read_metrics(run_dir)
     return {

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from toolrl.cli import main as cli_main
-from toolrl.config import Config, ConfigError, check_rl, from_dict, load_config, load_recipe
+from toolrl.config import MOVED, Config, ConfigError, check_rl, from_dict, load_config, load_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -25,7 +25,7 @@ def test_defaults_are_the_papers_recipe():
     assert c.algorithm.clip_ratio_c == 10.0 and c.algorithm.loss_agg_mode == "token-mean"
     assert c.rollout.n == 16 and c.rollout.max_turns == 16
     assert c.rollout.max_response_length == 20480 and c.reward.overlong_buffer == 4096
-    assert c.rollout.tool_output_max_chars == 256
+    assert c.tools.output_max_chars == 256
     assert c.trainer.lr == 1e-6 and c.algorithm.kl_coef == 0.0
     assert (c.eval.k, c.eval.temperature, c.eval.top_p) == (32, 1.0, 0.6)
 
@@ -155,3 +155,18 @@ def test_config_show_cli(capsys):
     assert shown["algorithm"]["clip_ratio_high"] == 0.315
     assert cli_main(["config", "show", "demystify_qwen3_4b", "algorithm.clip_ratio_hihg=0.3"]) == 2
     assert "did you mean `algorithm.clip_ratio_high`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_key_names_its_new_place_in_an_override_and_a_recipe(old, tmp_path):
+    new = MOVED[old]
+    section, name = old.split(".")
+    value = {"trainer.backend": "ray"}.get(old, 1)
+    with pytest.raises(ConfigError, match=rf"`{old}` has moved: it is `{new}` now"):
+        load_config(None, [f"{old}={value}"])
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"old.yaml: `{old}` has moved: it is `{new}` now"):
+        load_config(str(recipe), [])
+    new_section, new_name = new.split(".")
+    assert hasattr(getattr(Config(), new_section), new_name)

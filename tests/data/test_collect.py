@@ -7,7 +7,7 @@ import pytest
 
 from toolrl.chat import render_with_mask
 from toolrl.cli import main
-from toolrl.config import RolloutConfig
+from toolrl.config import ToolsConfig
 from toolrl.data.collect import collect, conversation_key
 from toolrl.data.sft import load_sft_examples
 from toolrl.rollout.agent_loop import LoopSettings
@@ -61,7 +61,7 @@ def tasks() -> list[Sample]:
 
 @pytest.fixture(scope="module")
 def interpreter():
-    tool = CodeInterpreter.from_config(RolloutConfig())
+    tool = CodeInterpreter.from_config(ToolsConfig())
     yield tool
     tool.sandbox.close()
 

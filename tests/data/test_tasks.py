@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from toolrl.config import RolloutConfig
+from toolrl.config import load_config
 from toolrl.data.collect import collect, load_teacher
 from toolrl.data.rl import load_rl_samples
 from toolrl.data.tasks import make_splits, split_of, write_splits
@@ -61,11 +61,19 @@ def teacher_run(tmp_path_factory):
     """The scripted teacher on 24 tasks of every kind, through the real sandbox."""
     out = tmp_path_factory.mktemp("tasks")
     path = write_splits(out, make_splits(0, {"train": 24}))["train"]
-    rollout = RolloutConfig(max_response_length=400, max_turns=4, tool_timeout=10)
-    teacher = load_teacher("scripted:toolrl.data.tasks.teacher:policy", rollout)
+    config = load_config(
+        None,
+        [
+            "rollout.max_response_length=400",
+            "rollout.max_turns=4",
+            "tools.timeout=10",
+            "reward.overlong_buffer=100",
+        ],
+    )
+    teacher = load_teacher("scripted:toolrl.data.tasks.teacher:policy", config)
     samples = load_rl_samples(path)
-    result = collect(teacher.engine, teacher.tokenizer, teacher.tools, samples,
-                     settings=settings_from_config(rollout))  # fmt: skip
+    settings = settings_from_config(config.rollout, tools=config.tools)
+    result = collect(teacher.engine, teacher.tokenizer, teacher.tools, samples, settings=settings)
     yield result
     teacher.tools[0].sandbox.close()
 

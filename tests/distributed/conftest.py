@@ -25,5 +25,5 @@ def ray_cluster():
 def rl_config(tiny_dir, rl_data, tmp_path):
     """The trainer tests' tiny RL run, one step, on CPUs (gloo) under Ray."""
     return tiny_rl_config(
-        tiny_dir, rl_data, tmp_path / "runs", "trainer.total_steps=1", "trainer.gpus_per_node=0"
+        tiny_dir, rl_data, tmp_path / "runs", "trainer.total_steps=1", "cluster.gpus_per_node=0"
     )

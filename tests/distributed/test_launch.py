@@ -1,4 +1,4 @@
-"""`trainer.backend=ray`: a full tiny RL step on 2 rollout workers and 2 gloo training ranks."""
+"""`cluster.backend=ray`: a full tiny RL step on 2 rollout workers and 2 gloo training ranks."""
 
 import asyncio
 import dataclasses
@@ -15,18 +15,18 @@ from .conftest import EchoTool, parity_reward
 
 
 def test_placement_follows_nodes_gpus_and_ranks():
-    cpu = placement_of(load_config(None, ["trainer.gpus_per_node=0", "trainer.ranks_per_node=2"]))
+    cpu = placement_of(load_config(None, ["cluster.gpus_per_node=0", "cluster.ranks_per_node=2"]))
     assert (cpu.world_size, cpu.rollout_workers, cpu.backend) == (2, 2, "gloo")
-    gpu = placement_of(load_config(None, ["trainer.nodes=2", "rollout.num_workers=4"]))
+    gpu = placement_of(load_config(None, ["cluster.nodes=2", "cluster.rollout_workers=4"]))
     assert (gpu.world_size, gpu.rollout_workers, gpu.backend) == (16, 4, "nccl")
     assert gpu.actor_options["num_gpus"] == 0.5  # a rank and a rollout worker share a GPU
 
 
 def test_negative_worker_counts_are_rejected_by_name():
-    with pytest.raises(ConfigError, match=r"rollout\.num_workers"):
-        load_config(None, ["rollout.num_workers=-1"])
-    with pytest.raises(ConfigError, match=r"did you mean `trainer\.ranks_per_node`"):
-        load_config(None, ["trainer.rank_per_node=2"])
+    with pytest.raises(ConfigError, match=r"cluster\.rollout_workers"):
+        load_config(None, ["cluster.rollout_workers=-1"])
+    with pytest.raises(ConfigError, match=r"did you mean `cluster\.ranks_per_node`"):
+        load_config(None, ["cluster.rank_per_node=2"])
 
 
 def test_sandbox_pool_spreads_calls_and_masks_a_lost_worker(ray_cluster):
@@ -46,8 +46,9 @@ def test_sandbox_pool_spreads_calls_and_masks_a_lost_worker(ray_cluster):
 def test_a_ray_rl_step_completes_and_checkpoints(rl_config, ray_cluster):
     config = dataclasses.replace(
         rl_config,
-        trainer=dataclasses.replace(rl_config.trainer, backend="ray", ranks_per_node=2),
-        rollout=dataclasses.replace(rl_config.rollout, num_workers=2),
+        cluster=dataclasses.replace(
+            rl_config.cluster, backend="ray", ranks_per_node=2, rollout_workers=2
+        ),
     )
     run_dir = fit_on_backend(config, tools=[EchoTool()], reward_fn=parity_reward)
     (metrics,) = read_metrics(run_dir)

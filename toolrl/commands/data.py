@@ -115,9 +115,7 @@ def _register_stitch(commands) -> None:
         "--keep-unstitched", action="store_true", help="keep rows where nothing was inserted"
     )
     p.add_argument("--recipe", default=None, help="recipe whose rollout section sets the tool")
-    p.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. rollout.tool_output_max_chars=512"
-    )
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tools.output_max_chars=512")
     p.set_defaults(handler=run_stitch)
 
 
@@ -212,9 +210,16 @@ def _teacher(spec: str, config, args):
     if args.api_key_env and not api_key:
         raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
     return load_teacher(
-        spec, config.rollout, tokenizer=args.tokenizer, api=args.api, device=args.device,
-        seed=args.seed, timeout=args.timeout, max_concurrency=args.max_concurrency, api_key=api_key,
-    )  # fmt: skip
+        spec,
+        config,
+        tokenizer=args.tokenizer,
+        api=args.api,
+        device=args.device,
+        seed=args.seed,
+        timeout=args.timeout,
+        max_concurrency=args.max_concurrency,
+        api_key=api_key,
+    )
 
 
 def _close(teacher) -> None:
@@ -246,7 +251,10 @@ def run_collect(args: argparse.Namespace) -> int:
         return _fail(str(err))
     samples = samples[: args.limit] if args.limit else samples
     settings = settings_from_config(
-        config.rollout, max_context_length=teacher.context_length, seed=args.seed
+        config.rollout,
+        tools=config.tools,
+        max_context_length=teacher.context_length,
+        seed=args.seed,
     )
     try:
         result = collect(
@@ -323,7 +331,7 @@ def run_stitch(args: argparse.Namespace) -> int:
         rows = [row for _, row in read_rows(args.data)]
     except (ConfigError, DataError) as err:
         return _fail(str(err))
-    tool = CodeInterpreter.from_config(config.rollout) if args.execute else None
+    tool = CodeInterpreter.from_config(config.tools) if args.execute else None
     schema = (tool or CodeInterpreter(None)).schema  # type: ignore[arg-type]
 
     def run(code: str) -> str:  # the full output; stitch truncates it like the tool does
@@ -333,7 +341,7 @@ def run_stitch(args: argparse.Namespace) -> int:
     try:
         out, stats = stitch_rows(
             rows, [schema], column=args.solution_column, max_calls=args.max_calls,
-            run=run if tool else None, max_output_chars=config.rollout.tool_output_max_chars,
+            run=run if tool else None, max_output_chars=config.tools.output_max_chars,
             keep_unstitched=args.keep_unstitched,
         )  # fmt: skip
     finally:
@@ -364,7 +372,10 @@ def run_filter(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, ValueError, OpenAIEngineError, OSError) as err:
         return _fail(str(err))
     settings = settings_from_config(
-        config.rollout, max_context_length=teacher.context_length, seed=args.seed
+        config.rollout,
+        tools=config.tools,
+        max_context_length=teacher.context_length,
+        seed=args.seed,
     )
     try:
         rates = pass_rates(

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             config.rollout,
             args.out,
             reward_cfg=config.reward,
+            tools_cfg=config.tools,
             max_context_length=context,
             seed=args.seed,
             log=print,

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         samples = samples[: args.limit]
     tokenizer, engine, tools, context = stack
-    settings = settings_from_config(config.rollout, max_context_length=context, seed=args.seed)
+    settings = settings_from_config(
+        config.rollout, tools=config.tools, max_context_length=context, seed=args.seed
+    )
     started = time.monotonic()
     trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=args.n)
     write_jsonl(args.out, [trajectory_record(t, tokenizer) for t in trajectories])
@@ -83,7 +85,7 @@ def load_rollout_stack(
     from toolrl.rollout.engines.factory import build_engine, load_tokenizer
     from toolrl.tools.code_interpreter import CodeInterpreter
 
-    tools = [CodeInterpreter.from_config(config.rollout)]
+    tools = [CodeInterpreter.from_config(config.tools)]
     tokenizer = load_tokenizer(model_path)
     engine = build_engine(
         config,

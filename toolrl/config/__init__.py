@@ -1,7 +1,7 @@
 """Typed configuration: dataclass sections, YAML recipes, dotted overrides.
 
 A recipe is a YAML file whose top-level keys are the sections below (`model`, `data`, `rollout`,
-`algorithm`, `reward`, `trainer`, `eval`). A recipe may start from another one with
+`tools`, `algorithm`, `reward`, `trainer`, `eval`, `cluster`). A recipe may start from another one with
 `base: other.yaml` (a path relative to the recipe) and override only what differs, so a variant
 such as GRPO-T is a few lines. Command-line overrides use dotted keys:
 `algorithm.clip_ratio_high=0.315`. Values are parsed as YAML scalars and type-checked against the
@@ -23,8 +23,10 @@ from toolrl.config.loading import (
     validate,
 )
 from toolrl.config.schema import (
+    MOVED,
     SECTIONS,
     AlgorithmConfig,
+    ClusterConfig,
     Config,
     ConfigError,
     DataConfig,
@@ -32,12 +34,15 @@ from toolrl.config.schema import (
     ModelConfig,
     RewardConfig,
     RolloutConfig,
+    ToolsConfig,
     TrainerConfig,
 )
 
 __all__ = [
+    "MOVED",
     "SECTIONS",
     "AlgorithmConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -45,6 +50,7 @@ __all__ = [
     "ModelConfig",
     "RewardConfig",
     "RolloutConfig",
+    "ToolsConfig",
     "TrainerConfig",
     "apply_overrides",
     "check_rl",

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from toolrl.config.schema import SECTIONS, Config, ConfigError
+from toolrl.config.schema import MOVED, SECTIONS, Config, ConfigError
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -40,6 +40,8 @@ def _build(cls: type, data: Any, *, path: str, source: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
+        if key_path in MOVED:
+            raise ConfigError(f"{source}: `{key_path}` {_moved(key_path)}")
         if key not in names:
             raise ConfigError(f"{source}: unknown key `{key_path}`{_suggest(key, names, path)}")
         hint = hints[key]
@@ -48,6 +50,11 @@ def _build(cls: type, data: Any, *, path: str, source: str) -> Any:
         else:
             kwargs[key] = _check_type(value, hint, key_path, source)
     return cls(**kwargs)
+
+
+def _moved(old: str) -> str:
+    section, name = MOVED[old].split(".")
+    return f"has moved: it is `{MOVED[old]}` now (`{section}:` section, key `{name}`)"
 
 
 def _suggest(key: str, names: list[str], path: str) -> str:
@@ -146,13 +153,14 @@ def validate(config: Config, *, source: str = "<config>") -> None:
         problems.append("`trainer.micro_batch_size` and `trainer.ppo_mini_batch_size` must be >= 1")
     if t.logprob_micro_batch_size < 1:
         problems.append("`trainer.logprob_micro_batch_size` must be >= 1")
+    c = config.cluster
     if (
-        t.nodes < 1
-        or min(t.gpus_per_node, t.ranks_per_node, ro.num_workers, ro.sandbox_workers) < 0
+        c.nodes < 1
+        or min(c.gpus_per_node, c.ranks_per_node, c.rollout_workers, c.sandbox_workers) < 0
     ):
         problems.append(
-            "`trainer.nodes` must be >= 1, and `trainer.gpus_per_node`, `trainer.ranks_per_node`, "
-            "`rollout.num_workers`, `rollout.sandbox_workers` >= 0"
+            "`cluster.nodes` must be >= 1, and `cluster.gpus_per_node`, `cluster.ranks_per_node`, "
+            "`cluster.rollout_workers`, `cluster.sandbox_workers` >= 0"
         )
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
@@ -241,6 +249,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 + _suggest(section, list(SECTIONS), "")
             )
         hints = typing.get_type_hints(_section_cls(section))
+        if key.strip() in MOVED:
+            raise ConfigError(f"override `{item}`: `{key.strip()}` {_moved(key.strip())}")
         if field_name not in hints:
             raise ConfigError(
                 f"override `{item}`: unknown key `{key}`"

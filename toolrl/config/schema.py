@@ -13,7 +13,34 @@ from typing import Any, Literal
 
 import yaml
 
-SECTIONS = ("model", "data", "rollout", "algorithm", "reward", "trainer", "eval")
+SECTIONS = (
+    "model",
+    "data",
+    "rollout",
+    "tools",
+    "algorithm",
+    "reward",
+    "trainer",
+    "eval",
+    "cluster",
+)
+
+MOVED = {
+    "rollout.tool_output_max_chars": "tools.output_max_chars",
+    "rollout.tool_timeout": "tools.timeout",
+    "rollout.tool_memory_mb": "tools.memory_mb",
+    "rollout.max_concurrent_tools": "tools.max_concurrent",
+    "rollout.sandbox_url": "tools.sandbox_url",
+    "rollout.num_workers": "cluster.rollout_workers",
+    "rollout.sandbox_workers": "cluster.sandbox_workers",
+    "trainer.backend": "cluster.backend",
+    "trainer.nodes": "cluster.nodes",
+    "trainer.gpus_per_node": "cluster.gpus_per_node",
+    "trainer.ranks_per_node": "cluster.ranks_per_node",
+    "trainer.max_length": "data.max_length",
+}
+"""Keys that moved to another section (old → new): a recipe or override using the old key
+fails with a message naming the new one."""
 
 
 class ConfigError(ValueError):
@@ -49,6 +76,8 @@ class DataConfig:
     """Prompts per RL step (the paper: 64 prompts × 16 rollouts = 1024 trajectories)."""
     max_prompt_length: int = 2560
     """Prompts longer than this many tokens are dropped and counted, never silently truncated."""
+    max_length: int = 16384
+    """SFT: conversations are right-truncated to this many tokens (counted and reported)."""
     shuffle: bool = True
     """Shuffle the training order each epoch (the order is part of the checkpoint)."""
 
@@ -87,25 +116,45 @@ class RolloutConfig:
     """Cap on one generation call (0 = only the remaining response budget limits it)."""
     max_parallel_calls: int = 1
     """Tool calls executed per assistant turn (the paper: 1); extra calls become an error observation."""
-    tool_output_max_chars: int = 256
+    trajectory_timeout: float = 0.0
+    """Wall-clock seconds one trajectory may take before it stops with `timeout` (0 = no limit)."""
+
+
+@dataclass
+class ToolsConfig:
+    """The tools the policy calls and the sandbox their code runs in."""
+
+    output_max_chars: int = 256
     """Tool observations are middle-truncated to this many characters before the model sees them."""
-    tool_timeout: float = 30.0
+    timeout: float = 30.0
     """Wall-clock seconds a code_interpreter call may run (SandboxFusion's default run_timeout)."""
-    tool_memory_mb: int = 1024
+    memory_mb: int = 1024
     """Memory limit of one code_interpreter call."""
-    max_concurrent_tools: int = 64
+    max_concurrent: int = 64
     """Tool calls in flight at once across all trajectories."""
     sandbox_url: str = ""
     """A SandboxFusion (or `toolrl sandbox serve`) server for the code interpreter; empty = the
     local sandbox (isolation chosen at start: bubblewrap, else Landlock + seccomp)."""
-    trajectory_timeout: float = 0.0
-    """Wall-clock seconds one trajectory may take before it stops with `timeout` (0 = no limit)."""
-    num_workers: int = 0
-    """`trainer.backend=ray`: rollout workers (Ray actors, one engine each); 0 = one per
-    training rank. On GPUs each takes half of a GPU, next to a training rank (colocated)."""
+
+
+@dataclass
+class ClusterConfig:
+    """Where an RL run's processes are placed: one process, or a Ray cluster."""
+
+    backend: Literal["local", "ray"] = "local"
+    """`local`: one process; `ray`: rollout, sandbox and training workers placed by Ray."""
+    nodes: int = 1
+    """Machines in a Ray run."""
+    gpus_per_node: int = 8
+    """GPUs per machine in a Ray run (the paper: 8); 0 = a CPU run (gloo instead of NCCL)."""
+    ranks_per_node: int = 0
+    """Training processes per machine in a Ray run; 0 = one per GPU (one on a CPU run)."""
+    rollout_workers: int = 0
+    """Rollout workers (Ray actors, one engine each); 0 = one per training rank. On GPUs each
+    takes half of a GPU, next to a training rank (colocated)."""
     sandbox_workers: int = 0
-    """`trainer.backend=ray`: code-interpreter workers (a Ray actor pool) serving every rollout
-    worker; 0 = each rollout worker runs its tool calls in its own sandbox."""
+    """Code-interpreter workers (a Ray actor pool) serving every rollout worker; 0 = each
+    rollout worker runs its tool calls in its own sandbox."""
 
 
 @dataclass
@@ -209,20 +258,10 @@ class TrainerConfig:
     process's setting, −1 uses every core. No sandbox runs in those phases, so on a small
     machine where the rollout keeps cores free for the sandbox (`toolrl demo --threads`), the
     updates can still use them all."""
-    max_length: int = 16384
-    """SFT: conversations are right-truncated to this many tokens (counted and reported)."""
     val_every: int = 10
     """Validate every this many steps and after the last (0 = only after the last)."""
     save_every: int = 10
     """Checkpoint every this many steps and after the last (0 = only after the last)."""
-    backend: Literal["local", "ray"] = "local"
-    """`local`: one process; `ray`: rollout, sandbox and training workers placed by Ray."""
-    nodes: int = 1
-    """Machines in a Ray run."""
-    gpus_per_node: int = 8
-    """GPUs per machine in a Ray run (the paper: 8); 0 = a CPU run (gloo instead of NCCL)."""
-    ranks_per_node: int = 0
-    """Training processes per machine in a Ray run; 0 = one per GPU (one on a CPU run)."""
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl"])
     """Metric sinks: console, jsonl (always written), tensorboard, wandb (offline works)."""
 
@@ -250,10 +289,12 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

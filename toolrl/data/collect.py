@@ -205,7 +205,7 @@ class Teacher:
 
 def load_teacher(
     spec: str,
-    rollout_cfg,
+    config,
     *,
     tokenizer: str | None = None,
     api: str = "completions",
@@ -215,7 +215,7 @@ def load_teacher(
     max_concurrency: int = 16,
     api_key: str | None = None,
 ) -> Teacher:
-    """The teacher `spec` names, with the real code interpreter of `rollout_cfg`, built by the
+    """The teacher `spec` names, with the real code interpreter of `config.tools`, built by the
     engine factory like every other engine:
 
     - `http://host:port` (or https): a served model (`rollout.engine=openai`; `api`:
@@ -227,11 +227,11 @@ def load_teacher(
 
     `tokenizer` is a checkpoint or tokenizer directory, or `tiny` for the embedded tokenizer.
     """
-    from toolrl.config import Config, TrainerConfig
     from toolrl.rollout.engines.factory import build_engine, load_tokenizer
     from toolrl.tools.code_interpreter import CodeInterpreter
 
-    tools = [CodeInterpreter.from_config(rollout_cfg)]
+    tools = [CodeInterpreter.from_config(config.tools)]
+    rollout_cfg = config.rollout
     if spec.startswith(("http://", "https://")):
         if tokenizer is None:
             raise ValueError(
@@ -251,7 +251,7 @@ def load_teacher(
     else:
         rollout = replace(rollout_cfg, engine="hf")
     tok = load_tokenizer(tokenizer or spec)
-    config = Config(rollout=rollout, trainer=TrainerConfig(seed=seed))
+    config = replace(config, rollout=rollout, trainer=replace(config.trainer, seed=seed))
     engine = build_engine(
         config,
         spec,

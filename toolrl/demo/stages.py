@@ -34,18 +34,21 @@ def tasks(settings, out: Path, cache) -> dict[str, Path]:
     return paths
 
 
-# Rollout settings that never change a trajectory: how many per prompt and how parallel.
-_NOT_TRAJECTORY = ("n", "engine", "max_concurrent_tools", "num_workers", "sandbox_workers")
+# Rollout and tool settings that never change a trajectory: how many per prompt, how parallel.
+_NOT_TRAJECTORY = ("n", "engine")
 _SAMPLING = ("temperature", "top_p", "top_k")
+_TOOLS_NOT_TRAJECTORY = ("max_concurrent",)
 
 
-def trajectory_settings(rollout, *, sampling: bool) -> dict[str, Any]:
-    """The rollout settings a stage's trajectories depend on, for its cache key. Evaluation
-    samples with `eval`'s settings and a scripted teacher does not sample, so neither depends on
-    the rollout's temperature, top-p or top-k (`sampling=False`): RL-only changes such as
-    `rollout.n` or `rollout.temperature` then reuse the collected data, SFT and its evaluation."""
+def trajectory_settings(config: Config, *, sampling: bool) -> dict[str, Any]:
+    """The rollout and tool settings a stage's trajectories depend on, for its cache key.
+    Evaluation samples with `eval`'s settings and a scripted teacher does not sample, so neither
+    depends on the rollout's temperature, top-p or top-k (`sampling=False`): RL-only changes such
+    as `rollout.n` or `rollout.temperature` then reuse the collected data, SFT and its evaluation."""
     ignored = _NOT_TRAJECTORY if sampling else (*_NOT_TRAJECTORY, *_SAMPLING)
-    return {k: v for k, v in asdict(rollout).items() if k not in ignored}
+    rollout = {k: v for k, v in asdict(config.rollout).items() if k not in ignored}
+    tools = {k: v for k, v in asdict(config.tools).items() if k not in _TOOLS_NOT_TRAJECTORY}
+    return {**rollout, "tools": tools}
 
 
 def _split_files(data: Path) -> dict[str, Path]:
@@ -80,21 +83,21 @@ def collect(settings, out: Path, cache, data: dict[str, Path], say: Callable[[st
     config = rl_config(settings, out, out / "model", data["train"])
     key = {"tasks": cache.done.get("tasks"), "teacher": settings.teacher,
            "stitched": settings.stitched,
-           "rollout": trajectory_settings(config.rollout, sampling=not settings.teacher.startswith("scripted:"))}  # fmt: skip
+           "rollout": trajectory_settings(config, sampling=not settings.teacher.startswith("scripted:"))}  # fmt: skip
     cached, digest = cache.fresh("collect", key)
     path = out / "data" / ("sft_stitched.jsonl" if settings.stitched else "sft.jsonl")
     if cached:
         return path
-    teacher = load_teacher(settings.teacher, config.rollout, tokenizer=str(out / "model"))
+    teacher = load_teacher(settings.teacher, config, tokenizer=str(out / "model"))
     if settings.stitched:
         rows, stats = stitch_rows(
             [row for _, row in read_rows(data["train"])],
             [tool.schema for tool in teacher.tools],
-            max_output_chars=config.rollout.tool_output_max_chars,
+            max_output_chars=config.tools.output_max_chars,
         )
     else:
         samples = load_rl_samples(data["train"])
-        loop = settings_from_config(config.rollout, seed=settings.seed)
+        loop = settings_from_config(config.rollout, tools=config.tools, seed=settings.seed)
         result = collect_rows(teacher.engine, teacher.tokenizer, teacher.tools, samples, settings=loop)  # fmt: skip
         rows, stats = result.rows, result.stats
     for tool in teacher.tools:
@@ -176,7 +179,7 @@ def evaluate_model(
     eval_dir = out / "eval" / stage
     upstream = {"base": "model", "sft": "sft"}.get(stage)
     full_key = {"upstream": cache.done.get(upstream), "eval": asdict(config.eval),
-                "rollout": trajectory_settings(config.rollout, sampling=False),
+                "rollout": trajectory_settings(config, sampling=False),
                 "benchmarks": {k: str(v) for k, v in benchmarks.items()},
                 "limit": limit}  # fmt: skip
     cached, digest = cache.fresh(f"eval_{stage}", full_key)
@@ -184,7 +187,7 @@ def evaluate_model(
         return json.loads((eval_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
     engine = build_engine(config, model_path, device=device, purpose="the demo's evaluation")
-    tools = [CodeInterpreter.from_config(config.rollout)]
+    tools = [CodeInterpreter.from_config(config.tools)]
     sets = {name: load_benchmark(name, path)[:limit] for name, path in benchmarks.items()}
     try:
         summaries = _evaluate_with_bar(
@@ -220,8 +223,9 @@ def _evaluate_with_bar(
                     config.rollout,
                     eval_dir,
                     reward_cfg=config.reward,
+                    tools_cfg=config.tools,
                     seed=config.trainer.seed,
-                    max_context_length=int(engine.model.config.max_position_embeddings),
+                    max_context_length=engine.max_context_length,
                 )
             )
             avg = summaries[name]["metrics"].get(f"acc/avg@{config.eval.k}", 0.0)

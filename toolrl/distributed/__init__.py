@@ -6,7 +6,7 @@
 - `rollout.py`: rollout workers as Ray actors (one engine each), the trajectories of a step
   spread over them, a dead worker replaced and its trajectories re-run.
 - `sandbox.py`: sandbox workers as a Ray actor pool behind the `code_interpreter` tool.
-- `launch.py`: `trainer.backend=ray`: places all of it on a Ray cluster and runs `fit`.
+- `launch.py`: `cluster.backend=ray`: places all of it on a Ray cluster and runs `fit`.
 
 Ray is imported only here, and only when a Ray run starts (`pip install toolrl[ray]`).
 """

@@ -1,10 +1,10 @@
-"""`trainer.backend=ray`: one RL run placed on a Ray cluster, with the single-process step code.
+"""`cluster.backend=ray`: one RL run placed on a Ray cluster, with the single-process step code.
 
-    driver (`toolrl rl ... trainer.backend=ray`)
+    driver (`toolrl rl ... cluster.backend=ray`)
       ├─ training ranks: Ray actors in one torch.distributed group (gloo on CPU, NCCL + FSDP2 on
       │   GPUs); each runs `fit` → `RLTrainer.step` on its share of every mini-batch
       ├─ rollout workers: Ray actors, one engine each (`RayRollout`, driven by rank 0)
-      └─ sandbox workers: a Ray actor pool behind the code interpreter (`rollout.sandbox_workers`)
+      └─ sandbox workers: a Ray actor pool behind the code interpreter (`cluster.sandbox_workers`)
 
 Every rank runs the same step. Rank 0's rollout provider sends the weights to the rollout
 workers, gathers the trajectories and broadcasts them to the other ranks (`BroadcastRollout`);
@@ -12,7 +12,7 @@ rank 0 alone computes the rewards and broadcasts them (`rank_zero_rewards`: a co
 programs once, and every rank sees the same advantages). From there each rank computes
 advantages and old log-probs for its rows and trains them (`ProcessGroup`, data_parallel.py).
 
-Placement: on GPUs (`trainer.gpus_per_node` > 0) a training rank and a rollout worker each ask
+Placement: on GPUs (`cluster.gpus_per_node` > 0) a training rank and a rollout worker each ask
 for half a GPU, so with the defaults they share the GPUs as the paper's colocated set-up does;
 on CPUs each actor asks for a small CPU fraction so a 2-core test machine can hold them all.
 """
@@ -46,16 +46,16 @@ class Placement:
 
 
 def placement_of(config: Config) -> Placement:
-    """The run's layout from `trainer.nodes`, `gpus_per_node`, `ranks_per_node` and `rollout.*`."""
-    t, ro = config.trainer, config.rollout
-    gpus = t.gpus_per_node > 0
-    per_node = t.ranks_per_node or (t.gpus_per_node if gpus else 1)
-    world = t.nodes * per_node
+    """The run's layout from the `cluster` section."""
+    c = config.cluster
+    gpus = c.gpus_per_node > 0
+    per_node = c.ranks_per_node or (c.gpus_per_node if gpus else 1)
+    world = c.nodes * per_node
     options = {"num_gpus": 0.5, "num_cpus": 1} if gpus else {"num_cpus": CPU_SHARE}
     return Placement(
         world_size=world,
-        rollout_workers=ro.num_workers or world,
-        sandbox_workers=ro.sandbox_workers,
+        rollout_workers=c.rollout_workers or world,
+        sandbox_workers=c.sandbox_workers,
         backend="nccl" if gpus else "gloo",
         actor_options=options,
     )
@@ -245,11 +245,11 @@ def tools_factory_of(config: Config, placement: Placement, tools) -> Callable[[]
     from toolrl.distributed.sandbox import PooledTool
     from toolrl.tools.code_interpreter import CodeInterpreter
 
-    rollout = config.rollout
+    tools_cfg = config.tools
     pool = PooledTool.start(
-        lambda: CodeInterpreter.from_config(rollout),
+        lambda: CodeInterpreter.from_config(tools_cfg),
         placement.sandbox_workers,
-        max_concurrency=rollout.max_concurrent_tools,
+        max_concurrency=tools_cfg.max_concurrent,
         num_cpus=CPU_SHARE,
         scheduling_strategy="SPREAD",
     )
@@ -289,7 +289,7 @@ def fit_ray(config: Config, *, resume: bool = False, tools=None, reward_fn=None)
 def fit_on_backend(
     config: Config, *, resume: bool = False, device: str = "cpu", tools=None, reward_fn=None
 ) -> Path:
-    """`fit` in this process, or `fit_ray` on a Ray cluster with `trainer.backend=ray`."""
-    if config.trainer.backend == "ray":
+    """`fit` in this process, or `fit_ray` on a Ray cluster with `cluster.backend=ray`."""
+    if config.cluster.backend == "ray":
         return fit_ray(config, resume=resume, tools=tools, reward_fn=reward_fn)
     return fit(config, resume=resume, tools=tools, reward_fn=reward_fn, device=device)

@@ -63,7 +63,9 @@ class RolloutWorker:
         )
         tools = tools_factory() if tools_factory else default_tools(self.config)
         settings = settings_from_config(
-            self.config.rollout, max_context_length=self.engine.max_context_length
+            self.config.rollout,
+            tools=self.config.tools,
+            max_context_length=self.engine.max_context_length,
         )
         self.loop = AgentLoop(self.engine, tokenizer, tools, settings)
         self.version = -1

@@ -1,7 +1,7 @@
 """Sandbox workers as a Ray actor pool behind the `code_interpreter` tool.
 
 A `SandboxWorker` actor owns one code interpreter (the local sandbox of its node, or the
-server at `rollout.sandbox_url`) and runs many calls at once (an async actor). `PooledTool`
+server at `tools.sandbox_url`) and runs many calls at once (an async actor). `PooledTool`
 is a Tool, like the interpreter it fronts, that sends each call to the next worker of the pool
 in turn; rollout workers receive it (it pickles as a list of actor handles), so code runs on
 whichever nodes the pool was placed, not beside the GPU that generated it.

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from toolrl.config import EvalConfig, RewardConfig, RolloutConfig
+from toolrl.config import EvalConfig, RewardConfig, RolloutConfig, ToolsConfig
 from toolrl.data.io import read_jsonl
 from toolrl.eval.metrics import benchmark_metrics, normalize_vote, summarize_counts
 from toolrl.rewards.base import Grade, run_sync
@@ -44,6 +44,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     *,
     reward_cfg: RewardConfig | None = None,
+    tools_cfg: ToolsConfig | None = None,
     graders: Graders | None = None,
     max_context_length: int = 0,
     seed: int = 0,
@@ -57,10 +58,14 @@ def evaluate(
     reward_cfg = reward_cfg or RewardConfig()
     graders = graders or Graders(reward_cfg)
     settings = settings_from_config(
-        rollout_cfg, max_context_length=max_context_length, seed=seed, sampling=eval_cfg
+        rollout_cfg,
+        tools=tools_cfg,
+        max_context_length=max_context_length,
+        seed=seed,
+        sampling=eval_cfg,
     )
     loop = AgentLoop(engine, tokenizer, tools, settings)
-    fingerprint = _fingerprint(eval_cfg, rollout_cfg, seed)
+    fingerprint = _fingerprint(eval_cfg, rollout_cfg, tools, seed)
     summaries = {}
     for name, samples in benchmarks.items():
         bench_dir = Path(out_dir) / name if out_dir is not None else None
@@ -77,14 +82,19 @@ def evaluate(
     return summaries
 
 
-def _fingerprint(eval_cfg: EvalConfig, rollout_cfg: RolloutConfig, seed: int) -> dict[str, Any]:
-    keys = ("max_turns", "max_response_length", "max_tokens_per_turn", "tool_output_max_chars")
+def _fingerprint(
+    eval_cfg: EvalConfig, rollout_cfg: RolloutConfig, tools: list[Any], seed: int
+) -> dict[str, Any]:
+    """The settings a resumed evaluation must share with the records it continues."""
+    keys = ("max_turns", "max_response_length", "max_tokens_per_turn")
+    truncation = [t.max_output_chars for t in tools if hasattr(t, "max_output_chars")]
     return {
         "k": eval_cfg.k,
         "temperature": eval_cfg.temperature,
         "top_p": eval_cfg.top_p,
         "seed": seed,
         **{key: getattr(rollout_cfg, key) for key in keys},
+        "tool_output_max_chars": truncation[0] if truncation else None,
     }
 
 

@@ -77,9 +77,10 @@ class LoopSettings:
 
 
 def settings_from_config(
-    rollout, *, max_context_length: int = 0, seed: int = 0, sampling=None
+    rollout, *, tools=None, max_context_length: int = 0, seed: int = 0, sampling=None
 ) -> LoopSettings:
-    """LoopSettings from a `RolloutConfig` (and optionally eval sampling: temperature, top_p)."""
+    """LoopSettings from a `RolloutConfig` and a `ToolsConfig` (default: its defaults), and
+    optionally eval sampling (temperature, top_p)."""
     return LoopSettings(
         max_turns=rollout.max_turns,
         max_response_length=rollout.max_response_length,
@@ -89,7 +90,7 @@ def settings_from_config(
         temperature=sampling.temperature if sampling else rollout.temperature,
         top_p=sampling.top_p if sampling else rollout.top_p,
         top_k=0 if sampling else rollout.top_k,
-        max_concurrent_tools=rollout.max_concurrent_tools,
+        max_concurrent_tools=tools.max_concurrent if tools else LoopSettings.max_concurrent_tools,
         trajectory_timeout=rollout.trajectory_timeout,
         seed=seed,
     )

@@ -142,16 +142,16 @@ class CodeInterpreter:
         self.notebook_print = notebook_print
 
     @classmethod
-    def from_config(cls, rollout) -> CodeInterpreter:
-        """The tool as a `RolloutConfig` describes it: the local sandbox, or the SandboxFusion /
-        toolrl server at `rollout.sandbox_url`, with the tool's time and memory limits."""
+    def from_config(cls, tools) -> CodeInterpreter:
+        """The tool as a `ToolsConfig` describes it: the local sandbox, or the SandboxFusion /
+        toolrl server at `tools.sandbox_url`, with the tool's time and memory limits."""
         from toolrl.sandbox.factory import build_sandbox
 
-        limits = Limits(timeout_s=rollout.tool_timeout, memory_mb=rollout.tool_memory_mb)
+        limits = Limits(timeout_s=tools.timeout, memory_mb=tools.memory_mb)
         sandbox = build_sandbox(
-            rollout.sandbox_url or None, limits=limits, max_concurrency=rollout.max_concurrent_tools
+            tools.sandbox_url or None, limits=limits, max_concurrency=tools.max_concurrent
         )
-        return cls(sandbox, max_output_chars=rollout.tool_output_max_chars, limits=limits)
+        return cls(sandbox, max_output_chars=tools.output_max_chars, limits=limits)
 
     @property
     def schema(self) -> dict[str, Any]:

@@ -74,7 +74,10 @@ def local_rollout(config: Config):
             purpose="toolrl rl",
         )
         settings = settings_from_config(
-            config.rollout, max_context_length=engine.max_context_length, seed=config.trainer.seed
+            config.rollout,
+            tools=config.tools,
+            max_context_length=engine.max_context_length,
+            seed=config.trainer.seed,
         )
         return LocalRollout(engine, tokenizer, tools, settings)
 
@@ -92,7 +95,7 @@ def default_reward_fn(config: Config):
 def default_tools(config: Config) -> list:
     from toolrl.tools.code_interpreter import CodeInterpreter
 
-    return [CodeInterpreter.from_config(config.rollout)]
+    return [CodeInterpreter.from_config(config.tools)]
 
 
 def build_rl_trainer(
@@ -195,6 +198,7 @@ def make_validator(config: Config, benchmarks: dict[str, list]):
             config.rollout,
             run_dir_of(config) / "validation" / f"step_{step}",
             reward_cfg=config.reward,
+            tools_cfg=config.tools,
             max_context_length=rollout.max_context_length,
             seed=config.trainer.seed + step,
         )

@@ -3,7 +3,7 @@
 Each conversation is rendered by `chat.render_with_mask`, the renderer the rollout's masks are
 checked against, so SFT trains exactly the tokens an RL rollout would sample: every assistant
 turn (tool calls included) up to and including its end-of-turn token; system, user and tool
-text never. Conversations longer than `trainer.max_length` are cut on the right and counted.
+text never. Conversations longer than `data.max_length` are cut on the right and counted.
 
 A step is `data.train_batch_size` conversations, accumulated over micro-batches of
 `trainer.micro_batch_size` with the step's token count as the normaliser, so the loss is the
@@ -98,13 +98,13 @@ def run_sft(config: Config, *, resume: bool = False, device: str = "cpu") -> Pat
     checkpoint = latest_checkpoint(run_dir) if resume else None
     model_path = checkpoint or resolve_model_path(config.model.path, run_dir)
     model, tokenizer = load_policy(model_path, config.model, device=device)
-    train = load_sft_examples(config.data.train_files, tokenizer, t.max_length)
+    train = load_sft_examples(config.data.train_files, tokenizer, config.data.max_length)
     val = (
-        load_sft_examples(config.data.val_files, tokenizer, t.max_length)
+        load_sft_examples(config.data.val_files, tokenizer, config.data.max_length)
         if config.data.val_files
         else None
     )
-    print(f"sft: {len(train.examples)} conversations ({train.truncated} truncated at {t.max_length} tokens, {train.dropped} with nothing to train dropped)", file=sys.stderr)  # fmt: skip
+    print(f"sft: {len(train.examples)} conversations ({train.truncated} truncated at {config.data.max_length} tokens, {train.dropped} with nothing to train dropped)", file=sys.stderr)  # fmt: skip
     if not train.examples:
         raise DataError("no training conversation left to train on")
     schedule = [b for e in range(t.epochs) for b in step_batches(train.examples, config.data.train_batch_size, t.seed, e)]  # fmt: skip
