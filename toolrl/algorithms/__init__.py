@@ -29,6 +29,7 @@ from toolrl.algorithms.losses import (
     ppo_clip_loss,
 )
 from toolrl.algorithms.masked import masked_mean, masked_sum
+from toolrl.algorithms.rollout_correction import MismatchTally, correct, correction_rates
 from toolrl.algorithms.shaping import overlong_penalty, tool_call_shaping
 
 __all__ = [
@@ -36,9 +37,12 @@ __all__ = [
     "KL_ESTIMATORS",
     "LOSS_AGG_MODES",
     "POLICY_LOSSES",
+    "MismatchTally",
     "agg_loss",
     "broadcast_to_tokens",
     "config_fields_read",
+    "correct",
+    "correction_rates",
     "dr_grpo_advantages",
     "entropy_from_log_probs",
     "entropy_from_logits",

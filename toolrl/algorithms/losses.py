@@ -184,6 +184,7 @@ def ppo_clip_loss(
     global_num_tokens: Normaliser = None,
     global_num_seqs: Normaliser = None,
     norm_length: int | None = None,
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Token-level PPO clip with clip-higher and dual clip (GRPO-T / GRPO-TCR, arXiv 2510.11701).
 
@@ -192,8 +193,9 @@ def ppo_clip_loss(
 
     Asymmetric clipping ("clip-higher", DAPO arXiv 2503.14476) lets low-probability tokens with
     A > 0 grow further, which keeps entropy up. `clip_ratio_c=None` disables the dual clip (TRL's
-    GRPO loss). The loss is `agg_loss(l, response_mask, loss_agg_mode, ...)`; metrics are in
-    `_policy_metrics`.
+    GRPO loss). The loss is `agg_loss(w·l, response_mask, loss_agg_mode, ...)` with w the
+    rollout-correction importance weights (`is_weights`, detached; 1 without them); metrics are
+    in `_policy_metrics`.
     """
     valid = response_mask != 0
     # Zeroed outside the mask so garbage log-probs of padding cannot put NaN into the gradient.
@@ -203,6 +205,8 @@ def ppo_clip_loss(
     pg_losses, is_clipped, is_dual_clipped = _clipped_surrogate(
         ratio, advantages, clip_ratio_low, clip_ratio_high, clip_ratio_c
     )
+    if is_weights is not None:
+        pg_losses = pg_losses * is_weights.detach()
     loss = agg_loss(
         pg_losses,
         response_mask,
@@ -229,6 +233,7 @@ def gspo_loss(
     global_num_tokens: Normaliser = None,
     global_num_seqs: Normaliser = None,
     norm_length: int | None = None,
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Sequence-level clip (GSPO, arXiv 2507.18071; the paper's GRPO-SCR).
 
@@ -237,7 +242,8 @@ def gspo_loss(
     s_i·∇log π(y_it), so every aggregation mode gives GSPO's gradient. s_i is clamped above at e^10
     (as verl). Then l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny
     (3e-4 / 4e-4) because a length-normalised ratio moves little. GSPO has no dual clip, so
-    `algorithm.clip_ratio_c` does not apply. Metrics are token-weighted, as for `ppo_clip_loss`.
+    `algorithm.clip_ratio_c` does not apply. `is_weights` (rollout correction) multiply l_it, as
+    in `ppo_clip_loss`. Metrics are token-weighted, as for `ppo_clip_loss`.
     """
     valid = response_mask != 0
     log_ratio = torch.where(valid, log_probs - old_log_probs, 0.0)
@@ -249,6 +255,8 @@ def gspo_loss(
     pg_losses, is_clipped, is_dual_clipped = _clipped_surrogate(
         ratio, advantages, clip_ratio_low, clip_ratio_high, None
     )
+    if is_weights is not None:
+        pg_losses = pg_losses * is_weights.detach()
     loss = agg_loss(
         pg_losses,
         response_mask,

@@ -65,6 +65,12 @@ def _suggest(key: str, names: list[str], path: str) -> str:
     return f"; valid keys: {', '.join(names)}"
 
 
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
 def _check_type(value: Any, hint: Any, path: str, source: str) -> Any:
     """Return `value` if it fits `hint` (int is accepted for float), else raise with the key path."""
     origin = typing.get_origin(hint)
@@ -85,7 +91,7 @@ def _check_type(value: Any, hint: Any, path: str, source: str) -> Any:
                 return _check_type(value, arg, path, source)
             except ConfigError:
                 continue
-        raise fail(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+        raise fail(" or ".join(_describe(a) for a in args))
     if origin is list:
         if not isinstance(value, list):
             raise fail(f"a list of {args[0].__name__}")
@@ -162,8 +168,36 @@ def validate(config: Config, *, source: str = "<config>") -> None:
             "`cluster.nodes` must be >= 1, and `cluster.gpus_per_node`, `cluster.ranks_per_node`, "
             "`cluster.rollout_workers`, `cluster.sandbox_workers` >= 0"
         )
+    problems += _rollout_correction_problems(a)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _rollout_correction_problems(a) -> list[str]:
+    rc, name = a.rollout_correction, "`algorithm.rollout_correction"
+    problems = []
+    if rc.rollout_is_threshold <= 0:
+        problems.append(f"{name}.rollout_is_threshold` must be > 0")
+    upper = rc.rollout_is_threshold if rc.rollout_rs_threshold is None else rc.rollout_rs_threshold
+    lower = 1 / upper if rc.rollout_rs_threshold_lower is None else rc.rollout_rs_threshold_lower
+    if rc.rollout_rs is not None and not 0 <= lower <= 1 <= upper:
+        problems.append(
+            f"{name}.rollout_rs_threshold_lower` <= 1 <= `rollout_rs_threshold` must hold "
+            f"(got {lower} and {upper})"
+        )
+    if rc.bypass_mode and (rc.rollout_is or rc.rollout_rs):
+        problems.append(
+            f"{name}.bypass_mode` uses π_rollout as π_old, so there is no π_old/π_rollout to "
+            "weight or reject by: set rollout_is and rollout_rs to null, or bypass_mode=false"
+        )
+    if rc.bypass_mode and a.old_log_probs == "recompute":
+        problems.append(f"{name}.bypass_mode=true` contradicts `algorithm.old_log_probs=recompute`")
+    if (rc.rollout_is or rc.rollout_rs) and a.old_log_probs == "rollout":
+        problems.append(
+            "rollout correction weighs π_old (recomputed by the trainer) against π_rollout; "
+            "`algorithm.old_log_probs=rollout` makes them the same: use recompute or auto"
+        )
+    return problems
 
 
 def check_rl(config: Config) -> None:
@@ -229,40 +263,50 @@ def resolve_recipe_path(name: str | Path) -> Path:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides to nested plain data; values are YAML scalars.
-
-    Keys are checked against the schema here so a typo fails before anything runs.
+    """Apply `section.key=value` overrides (`section.group.key=value` inside a nested group,
+    e.g. `algorithm.rollout_correction.rollout_is=token`) to nested plain data; values are YAML
+    scalars. Keys are checked against the schema here so a typo fails before anything runs.
     """
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(
                 f"override `{item}` must look like section.key=value "
                 "(e.g. algorithm.clip_ratio_high=0.315)"
             )
-        section, field_name = parts
-        if section not in SECTIONS:
+        if parts[0] not in SECTIONS:
             raise ConfigError(
-                f"override `{item}`: unknown section `{section}`"
-                + _suggest(section, list(SECTIONS), "")
+                f"override `{item}`: unknown section `{parts[0]}`"
+                + _suggest(parts[0], list(SECTIONS), "")
             )
-        hints = typing.get_type_hints(_section_cls(section))
-        if key.strip() in MOVED:
-            raise ConfigError(f"override `{item}`: `{key.strip()}` {_moved(key.strip())}")
-        if field_name not in hints:
-            raise ConfigError(
-                f"override `{item}`: unknown key `{key}`"
-                + _suggest(field_name, list(hints), section)
+        if key in MOVED:
+            raise ConfigError(f"override `{item}`: `{key}` {_moved(key)}")
+        cls, target = _section_cls(parts[0]), data
+        for depth, name in enumerate(parts[1:], start=1):
+            hints, where = typing.get_type_hints(cls), ".".join(parts[:depth])
+            if name not in hints:
+                raise ConfigError(
+                    f"override `{item}`: unknown key `{where}.{name}`"
+                    + _suggest(name, list(hints), where)
+                )
+            target = target.setdefault(parts[depth - 1], {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override `{item}`: `{where}` is not a mapping")
+            if depth < len(parts) - 1:
+                if not dataclasses.is_dataclass(hints[name]):
+                    raise ConfigError(f"override `{item}`: `{where}.{name}` has no keys inside")
+                cls = hints[name]
+                continue
+            if dataclasses.is_dataclass(hints[name]):
+                raise ConfigError(
+                    f"override `{item}`: `{key}` is a group; set its keys ({key}.KEY=value)"
+                )
+            target[name] = _check_type(
+                _parse_scalar(raw, hints[name]), hints[name], key, f"override `{item}`"
             )
-        value = _check_type(
-            _parse_scalar(raw, hints[field_name]), hints[field_name], key, f"override `{item}`"
-        )
-        data.setdefault(section, {})
-        if not isinstance(data[section], dict):
-            raise ConfigError(f"override `{item}`: section `{section}` is not a mapping")
-        data[section][field_name] = value
     return data
 
 

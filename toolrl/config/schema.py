@@ -97,6 +97,9 @@ class RolloutConfig:
     """`engine=openai`: seconds one request may take (retried with backoff on 5xx and 429)."""
     server_max_concurrency: int = 16
     """`engine=openai`: requests in flight at once."""
+    vllm_memory: float = 0.4
+    """`engine=vllm`: the share of memory vLLM may take for weights and KV cache: of the GPU's
+    (CUDA; the rest is the trainer's when they share it) or of the machine's (the CPU)."""
     scripted_policy: str = ""
     """`engine=scripted`: `module:function` or `path/to/file.py:function`, called with the
     context text, returning the next assistant turn's text (scripted teachers and tests)."""
@@ -158,6 +161,31 @@ class ClusterConfig:
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    """Correcting for the rollout engine's log-probs differing from the trainer's (vLLM's
+    kernels, precisions, batch shapes), under verl's names; off by default. With
+    ρ_t = π_old(y_t) / π_rollout(y_t) (π_old: the trainer's recomputed log-probs), see
+    toolrl/algorithms/rollout_correction.py for the formulas."""
+
+    rollout_is: Literal["token", "sequence"] | None = None
+    """Importance weights on the policy loss: `token` w_t = min(ρ_t, C) (truncated IS, TIS);
+    `sequence` w = min(Π_t ρ_t, C) on every token of the trajectory; null = none."""
+    rollout_is_threshold: float = 2.0
+    """C, the cap of the importance weights."""
+    rollout_rs: Literal["token", "sequence", "geometric"] | None = None
+    """Rejection: tokens (`token`: ρ_t), or whole trajectories (`sequence`: Π_t ρ_t;
+    `geometric`: its geometric mean), outside [lower, upper] leave the loss and its
+    denominator; null = none."""
+    rollout_rs_threshold: float | None = None
+    """The rejection's upper bound; null = `rollout_is_threshold`."""
+    rollout_rs_threshold_lower: float | None = None
+    """The rejection's lower bound; null = 1 / upper."""
+    bypass_mode: bool = False
+    """π_rollout is π_old: no recompute, the PPO ratio is π_θ / π_rollout (the same as
+    `algorithm.old_log_probs=rollout`); importance weights and rejection then do not apply."""
+
+
+@dataclass
 class AlgorithmConfig:
     advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
     """Advantage estimator: GRPO (r − mean)/(std + eps) over the group (the paper)."""
@@ -194,6 +222,8 @@ class AlgorithmConfig:
     rounding (tests/trainers/test_rl.py). `auto`: `rollout` exactly where that holds (the
     in-process HF engine sampling from the trained model itself, float32 on the CPU, no
     dropout), `recompute` everywhere else (`RLTrainer.old_log_probs_source`)."""
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
+    """Importance weights and rejection for the rollout engine's mismatch (off by default)."""
 
 
 @dataclass

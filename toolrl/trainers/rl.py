@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from toolrl.algorithms import (
+    MismatchTally,
     agg_loss,
     broadcast_to_tokens,
+    correct,
+    correction_rates,
     get_advantage_estimator,
     get_kl_estimator,
     get_policy_loss,
@@ -114,6 +117,14 @@ class PolicyBatch:
     by that forward); the policy has not been updated when it runs."""
     ref_logprobs: torch.Tensor | None = None
     """[rows, tokens]: the KL reference's log-probs (None without a KL term)."""
+    is_weights: torch.Tensor | None = None
+    """[rows, tokens]: rollout-correction importance weights (None without them)."""
+    mismatch: MismatchTally = field(default_factory=MismatchTally)
+    """π_old against the engine's log-probs, over the rows measured so far."""
+    measured: torch.Tensor | None = None
+    """[rows] bool: rows already in `mismatch`."""
+    correction: dict[str, float] = field(default_factory=dict)
+    """This rank's rollout-correction counts (`toolrl.algorithms.correct`)."""
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -179,7 +190,18 @@ class RLTrainer:
         metrics["critic/advantages/max"] = float(advantages.max()) if len(advantages) else 0.0
         metrics["critic/advantages/min"] = float(advantages.min()) if len(advantages) else 0.0
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
+        if batch is not None:
+            metrics.update(self.mismatch_metrics(batch))
         return {**metrics, **update_metrics, **timing}
+
+    def mismatch_metrics(self, batch: PolicyBatch) -> dict[str, float]:
+        """How far the engine's log-probs were from π_old, and what the correction did, summed
+        over ranks (see toolrl/algorithms/rollout_correction.py)."""
+        metrics = batch.mismatch.reduce(self.parallel).metrics()
+        if self.corrects_rollout():  # every rank reduces, even one without rows
+            counts = self.parallel.reduce_metrics(batch.correction)
+            metrics.update(correction_rates(counts))
+        return metrics
 
     def policy_batch(self, trajectories: list[Trajectory]) -> PolicyBatch | None:
         """The step's training rows with their advantages; None when no row is left.
@@ -223,24 +245,44 @@ class RLTrainer:
         Otherwise it is recomputed by a no-grad forward, except for the first mini-batch when
         its own training forward can give it (`first_update_is_on_policy`): nothing has updated
         the policy when that forward runs, so its log-probs, detached, are π_old
-        (`old_from_first_forward`; `mini_batch_update` fills them in).
+        (`old_from_first_forward`; `mini_batch_update` fills them in). With rollout correction
+        every row is recomputed here, because its weights and rejections must be known before
+        the first update's normalisers are.
+
+        Every π_old the trainer computes is compared with the engine's log-probs
+        (`batch.mismatch`); rejected tokens leave `tokens.loss_mask`.
         """
         if batch is None:
             return
         tokens = batch.tokens
         mine = self.trained_rows(len(batch))  # the rows this rank's updates read
         first = torch.zeros(len(batch), dtype=torch.bool, device=tokens.loss_mask.device)
+        batch.measured = torch.zeros_like(first)
+        correcting = self.corrects_rollout()
         if self.old_log_probs_source() == "rollout":
             old = tokens.values.clone()
         else:
             skip = self.rows_per_mini_batch()
-            skip = min(skip, len(batch)) if self.first_update_is_on_policy() else 0
+            on_policy = self.first_update_is_on_policy() and not correcting
+            skip = min(skip, len(batch)) if on_policy else 0
             first[:skip] = True
             old = torch.zeros_like(tokens.loss_mask)
             later = mine[mine >= skip]
             if len(later):
                 old[later] = self.logprobs_of(self.model, tokens.select(later))
+                batch.mismatch.add(old[later], tokens.values[later], tokens.loss_mask[later])
+                batch.measured[later] = True
         batch.old_logprobs, batch.old_from_first_forward = old, first
+        if correcting and len(mine):
+            rc = asdict(self.config.algorithm.rollout_correction)
+            rc.pop("bypass_mode")
+            weights, keep, batch.correction = correct(
+                old[mine], tokens.values[mine], tokens.loss_mask[mine], **rc
+            )
+            tokens.loss_mask[mine] = keep  # rejected tokens leave the loss and its normalisers
+            if weights is not None:
+                batch.is_weights = torch.zeros_like(tokens.loss_mask)
+                batch.is_weights[mine] = weights
         if self.ref_model is not None:
             batch.ref_logprobs = torch.zeros_like(tokens.loss_mask)
             if len(mine):
@@ -253,8 +295,12 @@ class RLTrainer:
         dropout — and "recompute" otherwise (vLLM, remote or Ray-held engines, bf16 or GPU
         kernels, dropout)."""
         source = self.config.algorithm.old_log_probs
+        if self.config.algorithm.rollout_correction.bypass_mode:
+            return "rollout"
         if source != "auto":
             return source
+        if self.corrects_rollout():  # it weighs a recomputed π_old against π_rollout
+            return "recompute"
         param = next(self.model.parameters())
         same = (
             self.rollout.samples_from(self.model)
@@ -263,6 +309,11 @@ class RLTrainer:
             and self.first_update_is_on_policy()
         )
         return "rollout" if same else "recompute"
+
+    def corrects_rollout(self) -> bool:
+        """Whether `algorithm.rollout_correction` weights or rejects anything."""
+        rc = self.config.algorithm.rollout_correction
+        return rc.rollout_is is not None or rc.rollout_rs is not None
 
     def rows_per_mini_batch(self) -> int:
         return self.config.trainer.ppo_mini_batch_size * self.config.rollout.n
@@ -310,7 +361,7 @@ class RLTrainer:
         for _ in range(cfg.trainer.ppo_epochs):
             for whole in micro_batches(len(batch), self.rows_per_mini_batch()):
                 mini = self.parallel.shard(whole)  # this rank's rows; normalisers span `whole`
-                stats = self.mini_batch_update(batch, mini, token_adv[mini])
+                stats = self.mini_batch_update(batch, mini, token_adv[mini], fresh=updates == 0)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
@@ -318,10 +369,12 @@ class RLTrainer:
         return {key: value / updates for key, value in sums.items()}
 
     def mini_batch_update(
-        self, batch: PolicyBatch, rows: slice, advantages: torch.Tensor
+        self, batch: PolicyBatch, rows: slice, advantages: torch.Tensor, *, fresh: bool = False
     ) -> dict[str, float]:
         """Accumulate micro-batch gradients over the mini-batch `rows` of `batch` with the
-        mini-batch's normalisers, then one optimizer step.
+        mini-batch's normalisers, then one optimizer step. `fresh`: no update has run yet this
+        step, so the forwards give π_old, and rows not yet compared with the engine's
+        log-probs are compared now.
 
         With several ranks, `rows` is this rank's share: the normalisers are summed over ranks
         (so they count the whole mini-batch), and so are the gradients and the metrics.
@@ -329,6 +382,8 @@ class RLTrainer:
         mini = batch.tokens.select(rows)
         old_logprobs, from_forward = batch.old_logprobs[rows], batch.old_from_first_forward[rows]
         ref_logprobs = None if batch.ref_logprobs is None else batch.ref_logprobs[rows]
+        is_weights = None if batch.is_weights is None else batch.is_weights[rows]
+        measured = batch.measured[rows] if batch.measured is not None else None
         norms = {
             "global_num_tokens": self.parallel.all_sum(num_valid_tokens(mini.loss_mask)),
             "global_num_seqs": self.parallel.all_sum(num_valid_seqs(mini.loss_mask)),
@@ -351,6 +406,9 @@ class RLTrainer:
             if from_forward[micro].all():  # on-policy rows (see fill_reference_logprobs)
                 old_logprobs[micro] = logprobs.detach()  # views: later epochs reuse them
                 from_forward[micro] = False
+            if fresh and measured is not None and not measured[micro].any():
+                batch.mismatch.add(logprobs.detach(), part.values, part.loss_mask)
+                measured[micro] = True
             ref = None if ref_logprobs is None else ref_logprobs[micro]
             loss, stats = self.micro_batch_loss(
                 logprobs,
@@ -360,6 +418,7 @@ class RLTrainer:
                 old_logprobs[micro],
                 ref,
                 norms,
+                None if is_weights is None else is_weights[micro],
             )
             loss.backward()
             for name, value in stats.items():
@@ -367,12 +426,14 @@ class RLTrainer:
         return self.optimizer_step(totals)
 
     def micro_batch_loss(
-        self, logprobs, entropy, mask, advantages, old_logprobs, ref_logprobs, norms
+        self, logprobs, entropy, mask, advantages, old_logprobs, ref_logprobs, norms, is_weights
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The micro-batch's part of the mini-batch loss (normalised by the mini-batch's global
         counts, so the parts add up to it), and its metrics weighted by its share of tokens."""
         alg = self.config.algorithm
-        loss, metrics = self.policy_loss(logprobs, old_logprobs, advantages, mask, **norms)
+        loss, metrics = self.policy_loss(
+            logprobs, old_logprobs, advantages, mask, is_weights=is_weights, **norms
+        )
         share = float(mask.sum() / norms["global_num_tokens"].clamp(min=1))
         stats = {
             "actor/pg_loss": float(loss.detach()),

