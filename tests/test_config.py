@@ -1,5 +1,6 @@
 """Typed configuration: recipes, base chains, overrides, and errors that say what and where."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,39 @@ def test_a_moved_key_names_its_new_place_in_an_override_and_a_recipe(old, tmp_pa
         load_config(str(recipe), [])
     new_section, new_name = new.split(".")
     assert hasattr(getattr(Config(), new_section), new_name)
+
+
+def test_a_nested_group_takes_overrides_and_checks_them():
+    config = load_config(
+        None,
+        [
+            "algorithm.rollout_correction.rollout_is=token",
+            "algorithm.rollout_correction.rollout_rs=geometric",
+            "algorithm.rollout_correction.rollout_rs_threshold=1.001",
+        ],
+    )
+    rc = config.algorithm.rollout_correction
+    assert (rc.rollout_is, rc.rollout_rs, rc.rollout_rs_threshold) == ("token", "geometric", 1.001)
+    assert load_config(None, []).algorithm.rollout_correction.rollout_is is None  # off by default
+    cases = {
+        "algorithm.rollout_correction.rollout_iss=token": "did you mean `algorithm.rollout_correction.rollout_is`",
+        "algorithm.rollout_correction=token": "is a group; set its keys",
+        "algorithm.clip_ratio_low.x=1": "has no keys inside",
+        "algorithm.rollout_correction.rollout_is=tok": "one of 'token', 'sequence' or null",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [override])
+    with pytest.raises(ConfigError, match="bypass_mode` uses π_rollout as π_old"):
+        load_config(
+            None,
+            [
+                "algorithm.rollout_correction.bypass_mode=true",
+                "algorithm.rollout_correction.rollout_is=token",
+            ],
+        )
+    with pytest.raises(ConfigError, match="old_log_probs=rollout` makes them the same"):
+        load_config(
+            None,
+            ["algorithm.old_log_probs=rollout", "algorithm.rollout_correction.rollout_rs=token"],
+        )

@@ -1,6 +1,7 @@
 """The GRPO-TCR step on the tiny model: direction of the update, masking, metrics, resume."""
 
 import copy
+import math
 import json
 import os
 import signal
@@ -350,3 +351,76 @@ def test_updates_run_on_update_threads_and_the_rollout_keeps_its_own(rl_config, 
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("source", ["recompute", "auto"])
+def test_the_engines_log_probs_are_measured_against_pi_old_every_step(rl_config, source):
+    """The mismatch metrics: with the HF engine on the trained model they are ~0. `recompute`
+    measures every row; `auto` (π_old = the engine's) measures the first mini-batch's rows by
+    their own forward, which runs before any update."""
+    rl_config.algorithm.old_log_probs = source
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+    seen = {}
+    original = trainer.fill_reference_logprobs
+
+    def spy(batch):
+        seen["tokens"] = float(batch.tokens.loss_mask.sum())
+        seen["first"] = float(batch.tokens.loss_mask[: trainer.rows_per_mini_batch()].sum())
+        return original(batch)
+
+    trainer.fill_reference_logprobs = spy
+    metrics = trainer.step(0)
+    expected = seen["tokens"] if source == "recompute" else seen["first"]
+    assert metrics["rollout_corr/measured_tokens"] == expected > 0
+    assert metrics["rollout_corr/logprob_abs_diff_max"] < 1e-4
+    assert abs(metrics["rollout_corr/kl"]) < 1e-5 and metrics["rollout_corr/k3_kl"] < 1e-8
+    assert metrics["rollout_corr/ratio_outside_frac"] == 0.0
+
+
+def test_rollout_correction_rejects_a_mismatched_trajectory_out_of_the_loss(rl_config):
+    """One trajectory's engine log-probs are made ln 3 too low (ratio π_old/π_rollout = 3):
+    token rejection with the band [1/2, 2] removes all its tokens from the loss and from the
+    token count that normalises it; truncated IS caps the others' weights, here ~1."""
+    rc = rl_config.algorithm.rollout_correction
+    rc.rollout_is, rc.rollout_rs, rc.rollout_rs_threshold = "token", "token", 2.0
+    trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
+    assert trainer.old_log_probs_source() == "recompute"
+    run = trainer.rollout.run
+
+    def skewed(samples, n, *, seed):
+        trajectories = run(samples, n, seed=seed)
+        t = trajectories[0]
+        t.rollout_logprobs = [
+            x - math.log(3.0) if m else x
+            for x, m in zip(t.rollout_logprobs, t.loss_mask, strict=True)
+        ]
+        seen["skewed"] = sum(t.loss_mask)
+        seen["all"] = sum(sum(x.loss_mask) for x in trajectories)
+        return trajectories
+
+    seen, counted = {}, []
+    trainer.rollout.run = skewed
+    loss = trainer.policy_loss
+
+    def spy(*args, **kwargs):
+        counted[-1].add(float(kwargs["global_num_tokens"]))
+        weights = kwargs["is_weights"]
+        assert weights is not None and float(weights.max()) <= 2.0
+        return loss(*args, **kwargs)
+
+    trainer.policy_loss = spy
+    update = trainer.mini_batch_update
+
+    def per_mini_batch(*args, **kwargs):
+        counted.append(set())
+        return update(*args, **kwargs)
+
+    trainer.mini_batch_update = per_mini_batch
+    metrics = trainer.step(0)
+    assert metrics["rollout_corr/rejected_token_frac"] == pytest.approx(
+        seen["skewed"] / seen["all"]
+    )
+    assert metrics["rollout_corr/ratio_outside_frac"] == pytest.approx(seen["skewed"] / seen["all"])
+    assert metrics["rollout_corr/is_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert all(len(c) == 1 for c in counted)  # one normaliser per mini-batch
+    assert sum(c.pop() for c in counted) == seen["all"] - seen["skewed"]
