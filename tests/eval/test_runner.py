@@ -118,3 +118,23 @@ def test_resuming_skips_finished_problems(tiny_tokenizer, tools, bench_files, tm
 
     with pytest.raises(ValueError, match="k: 2 → 3"):
         run(tiny_tokenizer, tools, benchmarks, out, k=3)
+
+
+def test_a_benchmark_mixing_math_and_code_is_summarised(
+    tiny_tokenizer, tools, bench_files, tmp_path
+):
+    """Math rows have strict and equivalent grades, code rows one `code` grade: a mixed file
+    (like `toolrl data tasks`'s test.jsonl) once failed with KeyError 'code'. A row without a
+    mode counts with its own grade there."""
+    mixed = [
+        *load_benchmark("aime24", bench_files["aime24"]),
+        *load_benchmark("lcb", bench_files["lcb"]),
+    ]
+    summaries, _ = run(tiny_tokenizer, tools, {"mixed": mixed}, tmp_path / "out")
+    summary = summaries["mixed"]
+    assert summary["modes"] == ["strict", "equivalent", "code"]
+    m = summary["metrics"]
+    # aime24 strict 0.5, equivalent 1.0 (2 problems); lcb 0.5 (2 problems): averaged by problem
+    assert m["acc_strict/avg@2"] == pytest.approx((0.5 * 2 + 0.5 * 2) / 4)
+    assert m["acc_equivalent/avg@2"] == pytest.approx((1.0 * 2 + 0.5 * 2) / 4)
+    assert m["acc_code/avg@2"] == pytest.approx((0.5 * 2 + 0.5 * 2) / 4)  # math rows: strict

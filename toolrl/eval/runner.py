@@ -239,16 +239,25 @@ def summarize(
     """The benchmark's metrics from its records (see the module docstring and metrics.py)."""
     groups = [sorted(records[s.id], key=lambda r: r["group_index"]) for s in samples]
     flat = [r for group in groups for r in group]
-    modes = list(flat[0]["grades"]) if flat else []
+    # A benchmark may mix kinds (math: strict and equivalent; code: one mode); a row without a
+    # mode counts with its own main grade there.
+    modes = list(dict.fromkeys(mode for r in flat for mode in r["grades"]))
     main_mode = primary if primary in modes else (modes[0] if modes else primary)
+
+    def grade(record: dict[str, Any], mode: str) -> dict[str, Any]:
+        grades = record["grades"]
+        if mode in grades:
+            return grades[mode]
+        return grades[primary] if primary in grades else next(iter(grades.values()))
+
     resamples, seed = eval_cfg.bootstrap_resamples, eval_cfg.bootstrap_seed
     metrics: dict[str, float] = {}
     intervals: dict[str, list[float]] = {}
     for mode in modes:
         problems = [
             (
-                [float(r["grades"][mode]["acc"]) for r in group],
-                [normalize_vote(r["grades"][mode]["pred"]) for r in group],
+                [float(grade(r, mode)["acc"]) for r in group],
+                [normalize_vote(grade(r, mode)["pred"]) for r in group],
             )
             for group in groups
         ]
