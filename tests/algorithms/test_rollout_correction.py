@@ -37,7 +37,9 @@ def test_mismatch_metrics_by_hand():
 
 
 def test_token_truncated_is_caps_each_ratio_at_c():
-    weights, keep, counts = correct(OLD, ROLLOUT, MASK, rollout_is="token", rollout_is_threshold=2.0)
+    weights, keep, counts = correct(
+        OLD, ROLLOUT, MASK, rollout_is="token", rollout_is_threshold=2.0
+    )
     expected = torch.tensor([[2.0, 0.6, 1.0], [1.5, 1.5, 0.0]])
     torch.testing.assert_close(weights, expected)
     assert torch.equal(keep, MASK)

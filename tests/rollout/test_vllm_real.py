@@ -131,3 +131,15 @@ def test_no_sleep_mode_on_the_cpu_is_said_once_and_a_followed_rollout_runs(
             policy.save_pretrained(reference)  # the HF reference follows the policy too
     finally:
         engine.policy = None
+
+
+def test_a_batch_larger_than_one_scheduling_step_of_seeded_requests_completes(engine):
+    """48 seeded requests of 300-token prompts: more prompt tokens than vLLM schedules in one
+    step. With chunked prefill (vLLM's default) a prompt split across steps killed the CPU
+    engine core ("CPU Generator does not use offset"); the engine schedules prompts whole."""
+    requests = [
+        GenerationRequest([5 + (i + 3 * j) % 900 for j in range(300)], 4, temperature=1.0, seed=i)
+        for i in range(48)
+    ]
+    results = engine.generate(requests)
+    assert [len(r.token_ids) for r in results] == [4] * 48

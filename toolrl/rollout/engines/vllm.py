@@ -89,6 +89,10 @@ class VLLMEngine(PolicyEngine):
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        if not current_platform.is_cuda_alike():
+            # vLLM's CPU runner fails a seeded request whose prompt was split across steps
+            # ("CPU Generator does not use offset"): prompts are scheduled whole there.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
         can_sleep = current_platform.is_sleep_mode_available()
         if not can_sleep:
             warnings.warn(
