@@ -31,7 +31,10 @@ def test_mismatch_metrics_by_hand():
     k3 = sum(r - 1 - d for r, d in zip(ratios, deltas, strict=True)) / 5
     assert m["rollout_corr/k3_kl"] == pytest.approx(k3)
     assert m["rollout_corr/ratio_outside_frac"] == pytest.approx(1 / 5)  # only 3 is outside
-    probs = [abs(math.exp(o) - math.exp(r)) for o, r in zip(OLD[MASK > 0], ROLLOUT[MASK > 0])]
+    probs = [
+        abs(math.exp(o) - math.exp(r))
+        for o, r in zip(OLD[MASK > 0], ROLLOUT[MASK > 0], strict=True)
+    ]
     assert m["training/rollout_probs_diff_max"] == pytest.approx(max(probs), rel=1e-5)
     assert m["training/rollout_probs_diff_mean"] == pytest.approx(sum(probs) / 5, rel=1e-5)
 

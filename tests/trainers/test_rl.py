@@ -1,8 +1,8 @@
 """The GRPO-TCR step on the tiny model: direction of the update, masking, metrics, resume."""
 
 import copy
-import math
 import json
+import math
 import os
 import signal
 import subprocess

@@ -2,6 +2,7 @@
 test-vllm`): the real sandbox and graders, weights synced every step, checkpoints, a resume
 after SIGKILL that continues the uninterrupted run."""
 
+import contextlib
 import json
 import os
 import signal
@@ -78,10 +79,10 @@ def test_rl_with_vllm_syncs_every_step_and_resumes_after_sigkill(tasks, tmp_path
         killed.send_signal(signal.SIGKILL)
         killed.wait()
     finally:
-        try:
-            os.killpg(killed.pid, signal.SIGKILL)  # vLLM's engine processes, if they outlived it
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(
+            ProcessLookupError
+        ):  # vLLM's engine processes, if they outlived it
+            os.killpg(killed.pid, signal.SIGKILL)
     resumed = subprocess.run(
         rl_command(tasks, tmp_path / "b", resume=True), capture_output=True, text=True
     )
