@@ -60,7 +60,9 @@ def test_toolrl_eval_end_to_end_and_resume(tiny_dir, bench_files, tmp_path, caps
     assert set(
         json.loads((out / "aime24/samples.jsonl").read_text().splitlines()[0])["grades"]
     ) == {"strict", "equivalent"}
-    assert "| lcb | 2 | code |" in (out / "summary.md").read_text()
+    table = (out / "summary.md").read_text()
+    assert "| lcb | 2 | code (official execution) |" in table
+    assert "| humaneval | 2 | code (isolated execution) |" in table
     before = {name: (out / name / "samples.jsonl").read_text() for name in names}
     capsys.readouterr()
 
