@@ -34,9 +34,9 @@ ones). Both use LiveCodeBench's output comparison and import header; the README'
 
 In isolated execution, expected stdout and return values never enter the sandbox; the LeetCode
 and stdin/stdout graders receive only inputs (official execution sends them, as LiveCodeBench
-compares inside the process the program ran in). Every program gets a LiveCodeBench-style import header
-(`IMPORT_HEADER`) so that code relying on LeetCode's implicit imports (`List`, `math`, ...)
-runs as it does there.
+compares inside the process the program ran in). Every program gets LiveCodeBench's import
+header (`IMPORT_HEADER`) so that code relying on LeetCode's implicit imports (`List`, `math`,
+...) runs as it does there.
 """
 
 from __future__ import annotations
