@@ -9,8 +9,9 @@ aggregates. Untrusted code runs only in the sandbox, never in this process.
 Limits of the run: the sandbox's wall clock is LiveCodeBench's global timeout for the problem,
 (timeout + 1) · tests + 5 s, the harness's `signal.alarm` giving each test its `timeout`
 (whole seconds, rounded up); CPU time is not limited separately. LiveCodeBench sets no memory
-limit; the sandbox needs one, `memory_mb` (4 GiB by default), the one verdict that can differ
-from LiveCodeBench's (a program above it fails here and may pass there). A run that ends
+limit; the sandbox needs one, `memory_mb` (4 GiB by default), and keeps its other limits (64
+processes and threads, 64 MiB files): where a verdict can differ from LiveCodeBench's (a program
+above them fails here and may pass there). A run that ends
 without a verdict (the time limit, `os._exit`, a crash) fails every test, as there.
 
 Official execution is for measuring, not for rewards: the expected outputs are in the process
