@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,lora,logging]'
+	@# LiveCodeBench's own grader (module `livecodebench`): tests/rewards/test_code_official.py
+	@# checks toolrl's code execution against it. --no-deps: its grader needs only numpy and
+	@# tqdm; the rest it declares are model API clients. torch stays as installed above.
+	$(BIN)/pip install -q numpy tqdm pandas
+	$(BIN)/pip install -q --no-deps nvidia-livecodebench==26.3
 	@touch $(STAMP)
 
 # bubblewrap gives the sandbox its strongest isolation level (user namespaces). Without it (or

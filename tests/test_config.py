@@ -207,3 +207,17 @@ def test_a_nested_group_takes_overrides_and_checks_them():
             None,
             ["algorithm.old_log_probs=rollout", "algorithm.rollout_correction.rollout_rs=token"],
         )
+
+
+def test_code_execution_is_isolated_for_rewards_and_official_for_evaluation(capsys):
+    c = Config()
+    assert (c.reward.code_execution, c.eval.code_execution) == ("isolated", "official")
+    both = load_config(None, ["reward.code_execution=official", "eval.code_execution=isolated"])
+    assert (both.reward.code_execution, both.eval.code_execution) == ("official", "isolated")
+    expected = r"`eval.code_execution` must be one of 'official', 'isolated', got 'oficial'"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, ["eval.code_execution=oficial"])
+    assert cli_main(["config", "show", "tiny", "reward.code_execution=fast"]) == 2
+    err = capsys.readouterr().err
+    assert "`reward.code_execution` must be one of 'isolated', 'official'" in err
+    assert "Traceback" not in err

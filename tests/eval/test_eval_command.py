@@ -60,7 +60,9 @@ def test_toolrl_eval_end_to_end_and_resume(tiny_dir, bench_files, tmp_path, caps
     assert set(
         json.loads((out / "aime24/samples.jsonl").read_text().splitlines()[0])["grades"]
     ) == {"strict", "equivalent"}
-    assert "| lcb | 2 | code |" in (out / "summary.md").read_text()
+    table = (out / "summary.md").read_text()
+    assert "| lcb | 2 | code (official execution) |" in table
+    assert "| humaneval | 2 | code (isolated execution) |" in table
     before = {name: (out / name / "samples.jsonl").read_text() for name in names}
     capsys.readouterr()
 
@@ -71,3 +73,11 @@ def test_toolrl_eval_end_to_end_and_resume(tiny_dir, bench_files, tmp_path, caps
 
     assert main(eval_args(tiny_dir, bench_files, out, k=3)) == 2  # other settings: refused
     assert "different settings" in capsys.readouterr().err
+
+
+def test_a_bad_code_execution_is_a_clear_error(tmp_path, capsys):
+    args = ["eval", "--model", str(tmp_path), "--bench", "lcb=x.jsonl", "--out", str(tmp_path)]
+    assert main([*args, "eval.code_execution=offical"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "`eval.code_execution` must be one of 'official', 'isolated'" in err
+    assert "Traceback" not in err

@@ -59,11 +59,12 @@ def tools():
     sandbox.close()
 
 
-def run(tiny_tokenizer, tools, benchmarks, out_dir, k=2, engine=None):
+def run(tiny_tokenizer, tools, benchmarks, out_dir, k=2, engine=None, execution="official"):
     engine = engine or CountingEngine(tiny_tokenizer)
     rollout = RolloutConfig(max_turns=3, max_response_length=4096)
+    eval_cfg = EvalConfig(k=k, code_execution=execution)
     summaries = evaluate(
-        engine, tiny_tokenizer, tools, benchmarks, EvalConfig(k=k), rollout, out_dir,
+        engine, tiny_tokenizer, tools, benchmarks, eval_cfg, rollout, out_dir,
         reward_cfg=RewardConfig(math_mode="strict"), chunk_size=2,
     )  # fmt: skip
     return summaries, engine
@@ -79,6 +80,9 @@ def test_every_mode_is_graded_and_summarised(tiny_tokenizer, tools, bench_files,
     assert m["aime25"]["acc/avg@2"] == 0.5 and m["aime25"]["acc_equivalent/pass@2"] == 1.0
     assert m["gpqa"]["acc_strict/avg@2"] == 0.5 and m["gpqa"]["acc_equivalent/avg@2"] == 1.0
     assert m["lcb"]["acc/avg@2"] == 0.5 and summaries["lcb"]["modes"] == ["code"]
+    assert summaries["lcb"]["code_execution"] == "official"  # LiveCodeBench's harness
+    assert summaries["humaneval"]["code_execution"] == "isolated"  # asserts always run isolated
+    assert "code_execution" not in summaries["aime24"]
     assert m["humaneval"]["acc/avg@2"] == 1.0 and m["humaneval"]["acc/maj@2"] == 1.0
     assert m["aime24"]["tool/calls_per_response"] == 0.5 and m["aime24"]["tool/success_rate"] == 1.0
     assert m["aime24"]["stop_reason/answered"] == 1.0
@@ -138,3 +142,17 @@ def test_a_benchmark_mixing_math_and_code_is_summarised(
     assert m["acc_strict/avg@2"] == pytest.approx((0.5 * 2 + 0.5 * 2) / 4)
     assert m["acc_equivalent/avg@2"] == pytest.approx((1.0 * 2 + 0.5 * 2) / 4)
     assert m["acc_code/avg@2"] == pytest.approx((0.5 * 2 + 0.5 * 2) / 4)  # math rows: strict
+
+
+def test_code_execution_is_recorded_and_resuming_with_another_is_refused(
+    tiny_tokenizer, tools, bench_files, tmp_path
+):
+    benchmarks = {"lcb": load_benchmark("lcb", bench_files["lcb"])}
+    out = tmp_path / "out"
+    summaries, _ = run(tiny_tokenizer, tools, benchmarks, out, execution="isolated")
+    assert summaries["lcb"]["code_execution"] == "isolated"
+    record = json.loads((out / "lcb/samples.jsonl").read_text().splitlines()[0])
+    assert record["grades"]["code"]["details"]["execution"] == "isolated"
+    assert "| lcb | 2 | code (isolated execution) |" in (out / "summary.md").read_text()
+    with pytest.raises(ValueError, match="code_execution: isolated → official"):
+        run(tiny_tokenizer, tools, benchmarks, out)

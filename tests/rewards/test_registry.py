@@ -87,3 +87,25 @@ def test_malformed_ground_truth_names_the_sample():
     s = Sample(id="bad-7", messages=[], data_source="code_x", ground_truth={"inputs": []})
     with pytest.raises(ValueError, match="sample bad-7"):
         Graders(RewardConfig()).grade(s, "```python\nprint(1)\n```")
+
+
+def test_rewards_run_code_isolated_unless_told_otherwise():
+    lcb = Sample(id="c", messages=[], data_source="livecodebench_v6", ground_truth={
+        "inputs": ["2\n"], "outputs": ["4\n"]})  # fmt: skip
+    humaneval = Sample(id="h", messages=[], data_source="humaneval", ground_truth={
+        "test_code": "def check(f):\n    assert f() == 1", "entry_point": "f"})  # fmt: skip
+    rewards = Graders(RewardConfig())
+    assert rewards.get("livecodebench_v6").execution == "isolated"
+    assert rewards.code_execution_for(lcb) == "isolated"
+    official = Graders(RewardConfig(code_execution="official"))
+    assert official.get("livecodebench_v6").execution == "official"
+    evaluation = Graders(RewardConfig(), code_execution="official")
+    assert evaluation.code_execution_for(lcb) == "official"
+    assert evaluation.code_execution_for(humaneval) == "isolated"  # asserts always run isolated
+    aime = Sample(id="m", messages=[], data_source="aime24", ground_truth="7")
+    assert evaluation.code_execution_for(aime) is None
+    # sys.exit(1) after the right output: LiveCodeBench (and official execution) accept it
+    exits = "```python\nprint(int(input()) * 2)\nsys.exit(1)\n```"
+    assert not rewards.grade(lcb, exits).acc and evaluation.grade(lcb, exits).acc
+    with pytest.raises(ValueError, match="use isolated or official"):
+        Graders(RewardConfig(), code_execution="fast")

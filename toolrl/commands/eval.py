@@ -20,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Sample k responses per problem through the agent loop with the sandboxed code "
             "interpreter, grade them (math and multiple choice in strict and equivalent mode, "
-            "code in the sandbox), and write per-response JSONL, summary.json and summary.md "
-            "into --out. Re-running with the same --out skips finished problems."
+            "code in the sandbox, by default with LiveCodeBench's own execution semantics: "
+            "eval.code_execution=official; `isolated` is the RL reward's), and write "
+            "per-response JSONL, summary.json and summary.md into --out. Re-running with the "
+            "same --out skips finished problems."
         ),
     )
     parser.add_argument("--model", required=True, help=MODEL_HELP)
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from toolrl.config import ConfigError, load_config
     from toolrl.data.io import DataError
     from toolrl.eval.benchmarks import load_benchmark
-    from toolrl.eval.runner import evaluate
+    from toolrl.eval.runner import evaluate, mode_label
     from toolrl.rollout.engines.factory import EngineError
 
     overrides = list(args.overrides)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         m = summary["metrics"]
         print(
             f"{name}: avg@{k} {m[f'acc/avg@{k}']:.3f}  pass@{k} {m[f'acc/pass@{k}']:.3f}  "
-            f"maj@{k} {m[f'acc/maj@{k}']:.3f}  ({summary['primary_mode']}; "
+            f"maj@{k} {m[f'acc/maj@{k}']:.3f}  ({mode_label(summary)}; "
             f"{summary['num_problems']} problems)"
         )
     print(f"results in {args.out} ({time.monotonic() - started:.1f}s)")

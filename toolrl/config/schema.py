@@ -234,6 +234,11 @@ class RewardConfig:
     """Outcome reward of a wrong or missing answer (code: −1 when no code block is found)."""
     math_mode: Literal["strict", "equivalent"] = "strict"
     """`strict`: exact string of the last \\boxed{} (the paper); `equivalent`: math-verify."""
+    code_execution: Literal["isolated", "official"] = "isolated"
+    """How code tests run for RL rewards. `isolated`: a fresh sandboxed process per test, exit
+    status 0 required, 1 GiB and 16 MiB output per test, returned values checked outside the
+    sandbox (nothing the program returns is trusted). `official`: LiveCodeBench's own harness
+    reproduced in the sandbox, quirks included (README, "LiveCodeBench grading")."""
     overlong_shaping: bool = True
     """DAPO soft overlong punishment on the response length."""
     overlong_buffer: int = 4096
@@ -310,6 +315,10 @@ class EvalConfig:
     """Resamples for the verl-style best@k / maj@k and for confidence intervals."""
     bootstrap_seed: int = 42
     """Seed of the bootstrap, as verl's."""
+    code_execution: Literal["official", "isolated"] = "official"
+    """How evaluation runs code tests: `official` (LiveCodeBench's harness reproduced in the
+    sandbox, so LiveCodeBench numbers compare with published ones) or `isolated` (as the RL
+    reward, `reward.code_execution`). Summaries say which one produced a number."""
 
 
 @dataclass

@@ -7,7 +7,10 @@
 For each benchmark, k responses per problem are sampled with the evaluation sampling
 (`eval.temperature`, `eval.top_p`) and graded with the same graders as the RL reward: math and
 multiple choice in both `strict` and `equivalent` mode, code once. The primary mode
-(`reward.math_mode`) gives the `acc/...` metrics; every mode also has `acc_<mode>/...`.
+(`reward.math_mode`) gives the `acc/...` metrics; every mode also has `acc_<mode>/...`. Code
+tests run with `eval.code_execution` (`official`, LiveCodeBench's harness reproduced in the
+sandbox, unless set to `isolated`, the RL reward's), and a summary with code answers says which
+in `code_execution`.
 
 With `out_dir`, each benchmark gets `<out_dir>/<name>/samples.jsonl` (one line per response:
 prompt, response, pred, score and acc in each mode, tool calls, stop reason) written a chunk of
@@ -20,6 +23,7 @@ different settings is refused). Metrics are in `metrics.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +60,7 @@ def evaluate(
     `chunk_size` is the number of trajectories rolled out (and then saved) at a time.
     """
     reward_cfg = reward_cfg or RewardConfig()
-    graders = graders or Graders(reward_cfg)
+    graders = graders or Graders(reward_cfg, code_execution=eval_cfg.code_execution)
     settings = settings_from_config(
         rollout_cfg,
         tools=tools_cfg,
@@ -69,10 +73,12 @@ def evaluate(
     summaries = {}
     for name, samples in benchmarks.items():
         bench_dir = Path(out_dir) / name if out_dir is not None else None
+        execution = code_execution(samples, graders)
+        settings_used = {**fingerprint, "code_execution": execution} if execution else fingerprint
         records = _run_benchmark(
-            name, samples, loop, graders, eval_cfg.k, bench_dir, fingerprint, chunk_size, log
+            name, samples, loop, graders, eval_cfg.k, bench_dir, settings_used, chunk_size, log
         )
-        summary = summarize(name, samples, records, eval_cfg, reward_cfg.math_mode)
+        summary = summarize(name, samples, records, eval_cfg, reward_cfg.math_mode, execution)
         summaries[name] = summary
         if bench_dir is not None:
             _write_json(bench_dir / "summary.json", summary)
@@ -235,6 +241,7 @@ def summarize(
     records: dict[str, list[dict[str, Any]]],
     eval_cfg: EvalConfig,
     primary: str,
+    code_execution: str | None = None,
 ) -> dict[str, Any]:
     """The benchmark's metrics from its records (see the module docstring and metrics.py)."""
     groups = [sorted(records[s.id], key=lambda r: r["group_index"]) for s in samples]
@@ -277,7 +284,7 @@ def summarize(
     stop_reasons = summarize_counts(r["stop_reason"] for r in flat)
     for reason, count in stop_reasons.items():
         metrics[f"stop_reason/{reason}"] = count / n
-    return {
+    summary = {
         "benchmark": name,
         "num_problems": len(groups),
         "k": eval_cfg.k,
@@ -287,6 +294,26 @@ def summarize(
         "intervals": intervals,
         "stop_reasons": stop_reasons,
     }
+    if code_execution:
+        summary["code_execution"] = code_execution
+    return summary
+
+
+def code_execution(samples: list[Sample], graders: Graders) -> str | None:
+    """How a benchmark's code tests run: `official` or `isolated` (assert tests such as
+    HumanEval's always run isolated), both joined by `+` if it has both; None without code."""
+    executions = set()
+    for sample in samples:
+        with contextlib.suppress(ValueError):  # grading reports a malformed sample, named
+            executions.add(graders.code_execution_for(sample))
+    return "+".join(sorted(e for e in executions if e)) or None
+
+
+def mode_label(summary: dict[str, Any]) -> str:
+    """The grading mode of a summary, with the code execution that produced it if any."""
+    execution = summary.get("code_execution")
+    mode = summary["primary_mode"]
+    return f"{mode} ({execution} execution)" if execution else mode
 
 
 def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
@@ -312,7 +339,7 @@ def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
         other = "; ".join(f"{mode} {m[f'acc_{mode}/avg@{k}']:.3f}" for mode in others) or "–"
         stops = ", ".join(f"{r} {c}" for r, c in s["stop_reasons"].items())
         rows.append(
-            f"| {name} | {s['num_problems']} | {s['primary_mode']} | {cell(f'acc/avg@{k}')} "
+            f"| {name} | {s['num_problems']} | {mode_label(s)} | {cell(f'acc/avg@{k}')} "
             f"| {cell('acc/pass@1')} | {cell(f'acc/pass@{k}')} | {cell(f'acc/maj@{k}')} "
             f"| {other} | {m['tool/calls_per_response']:.2f} | {m['tool/success_rate']:.2f} "
             f"| {m['response_length/mean']:.0f} | {stops} |"

@@ -1,16 +1,24 @@
 """Code answers: the last fenced python block of the final answer, run against tests in the
-sandbox, with the trusted grader (this process) deciding pass or fail.
+sandbox.
 
 Score = fraction of tests passed, `acc` = all passed; `wrong_score` (−1) when the answer has no
 ```python block or the block does not parse (as the released system does). Text before a
-closing `</think>` is ignored. Three kinds of tests, chosen from the ground truth's shape:
+closing `</think>` is ignored. Three kinds of tests, chosen from the ground truth's shape.
 
-- **stdin/stdout** (`{"inputs": [...], "outputs": [...]}`, LiveCodeBench semantics): one
-  sandbox run per test with the input as stdin. The output passes when, after stripping the
-  whole output and splitting it into lines, each stripped, the two have as many lines and each
-  pair of lines is equal, or else both split on whitespace into numbers that are equal as
-  `Decimal`s ("1.0" = "1", "2e3" = "2000"). The run must end with status 0 within the time
-  limit (LiveCodeBench also accepts a `sys.exit(code)` with any code; toolrl does not).
+stdin/stdout and functional tests (LiveCodeBench's forms) run in one of two `execution` modes:
+**isolated** (the default, for RL rewards; described below: a fresh process per test, exit
+status, limits, and nothing the candidate returns is trusted) or **official** (LiveCodeBench's
+own harness reproduced inside the sandbox, `code_official.py` and `lcb_harness.py`: the same
+verdicts as LiveCodeBench's grader, quirks included, for numbers comparable with published
+ones). Both use LiveCodeBench's output comparison and import header; the README's
+"LiveCodeBench grading" lists where their verdicts differ. Assert tests run the same in both.
+
+- **stdin/stdout** (`{"inputs": [...], "outputs": [...]}`): one sandbox run per test with the
+  input as stdin. The output passes when, after stripping the whole output and splitting it
+  into lines, each stripped, the two have as many lines and each pair of lines is equal, or
+  else both split on whitespace into numbers that are equal as `Decimal`s ("1.0" = "1", "2e3"
+  = "2000"). The run must end with status 0 within the time limit (LiveCodeBench also accepts
+  a `sys.exit(code)` with any code; isolated execution does not).
 - **functional** (the same plus `"fn_name"`, LeetCode style): each input is one JSON value
   per line (the arguments), each output one JSON value. One run per test calls the function —
   a method of `Solution()` when the code defines `class Solution` — and returns the value
@@ -24,10 +32,11 @@ closing `</think>` is ignored. Three kinds of tests, chosen from the ground trut
   between the two processes as plain data (copies), so a test that checks how the function
   mutated its argument in place fails (no HumanEval test does).
 
-Expected stdout and return values never enter the sandbox; the LeetCode and stdin/stdout
-graders receive only inputs. Every program gets a LiveCodeBench-style import header
-(`IMPORT_HEADER`) so that code relying on LeetCode's implicit imports (`List`, `math`, ...)
-runs as it does there.
+In isolated execution, expected stdout and return values never enter the sandbox; the LeetCode
+and stdin/stdout graders receive only inputs (official execution sends them, as LiveCodeBench
+compares inside the process the program ran in). Every program gets LiveCodeBench's import
+header (`IMPORT_HEADER`) so that code relying on LeetCode's implicit imports (`List`, `math`,
+...) runs as it does there.
 """
 
 from __future__ import annotations
@@ -40,26 +49,17 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from toolrl.rewards import code_harness
 from toolrl.rewards.base import Grade, run_sync
+from toolrl.rewards.code_official import OFFICIAL_MEMORY_MB, run_official
+from toolrl.rewards.lcb_harness import IMPORT_HEADER, stdout_matches
 from toolrl.types import Sample
 
 CODE_BLOCK = re.compile(r"```python[ \t]*\n(.*?)```", re.DOTALL)
-_HEADER_MODULES = (  # noqa: SIM905 (a word list reads better than 18 quoted names)
-    "string re datetime collections heapq bisect copy math random statistics itertools "
-    "functools operator io sys json builtins typing"
-).split()
-IMPORT_HEADER = (
-    "".join(f"from {m} import *\n" for m in _HEADER_MODULES)
-    + "".join(f"import {m}\n" for m in _HEADER_MODULES if m not in ("builtins", "typing"))
-    + "sys.setrecursionlimit(50000)\n"
-)
-"""The modules LiveCodeBench's runner imports before a candidate's code (`from builtins
-import *` comes last so that, e.g., `re.compile` does not shadow `compile`)."""
+EXECUTIONS = ("isolated", "official")
 
 
 def extract_code(response: str) -> str | None:
@@ -79,32 +79,8 @@ def syntax_error(code: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Output comparison (LiveCodeBench's rules, in the trusted process)
-
-
-def _stripped_lines(text: str) -> list[str]:
-    return [line.strip() for line in text.strip().split("\n")]
-
-
-def _decimals(line: str) -> list[Decimal] | None:
-    try:
-        return [Decimal(token) for token in line.split()]
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def stdout_matches(output: str, expected: str) -> bool:
-    """LiveCodeBench's stdin/stdout check (see the module docstring)."""
-    got, want = _stripped_lines(output), _stripped_lines(expected)
-    if len(got) != len(want):
-        return False
-    for got_line, want_line in zip(got, want, strict=True):
-        if got_line == want_line:
-            continue
-        got_numbers, want_numbers = _decimals(got_line), _decimals(want_line)
-        if got_numbers is None or want_numbers is None or got_numbers != want_numbers:
-            return False
-    return True
+# Output comparison (LiveCodeBench's rules, in the trusted process; `stdout_matches` is
+# lcb_harness.py's, shared with official execution)
 
 
 def result_matches(returned: Any, expected: Any) -> bool:
@@ -238,16 +214,27 @@ class CodeGrader:
 
     `sandbox` is anything with `async run(code, stdin=, limits=, files=)` returning a
     SandboxFusion-shaped result (`toolrl.sandbox.Sandbox`, `RemoteSandbox`); by default a
-    shared local `Sandbox`. `timeout_s` is per test (LiveCodeBench's default, 6 s).
+    shared local `Sandbox`. `timeout_s` is per test (LiveCodeBench's default, 6 s; whole
+    seconds in official execution). `execution` is `isolated` or `official` (module
+    docstring); `memory_mb` and `max_output_mb` limit each isolated run, `official_memory_mb`
+    each official one.
     """
 
     sandbox: Any = field(default=None, repr=False)
+    execution: str = "isolated"
     timeout_s: float = 6.0
     memory_mb: int = 1024
     max_output_mb: int = 16
+    official_memory_mb: int = OFFICIAL_MEMORY_MB
     correct_score: float = 1.0
     wrong_score: float = -1.0
     name: str = "code"
+
+    def __post_init__(self) -> None:
+        if self.execution not in EXECUTIONS:
+            raise ValueError(
+                f"unknown code execution {self.execution!r} (use isolated or official)"
+            )
 
     def grade(self, sample: Sample, response_text: str) -> Grade:
         """Blocking; safe to call inside a running event loop (it then blocks that loop)."""
@@ -261,8 +248,13 @@ class CodeGrader:
         if problem is not None:
             return Grade(self.wrong_score, False, code, {"mode": "code", "reason": problem})
         spec = parse_tests(sample.ground_truth)
+        execution = "isolated" if spec.kind == "assert" else self.execution
         if spec.kind == "assert":
             results = await self._run_asserts(code, spec)
+        elif execution == "official":
+            results = await run_official(
+                self._sandbox(), code, sample.ground_truth, self.timeout_s, self.official_memory_mb
+            )
         else:
             runs = [self._run_one(code, spec, i) for i in range(len(spec.inputs))]
             results = list(await asyncio.gather(*runs))
@@ -270,6 +262,7 @@ class CodeGrader:
         total = len(results)
         details: dict[str, Any] = {
             "mode": "code",
+            "execution": execution,
             "tests": spec.kind,
             "passed": passed,
             "total": total,

@@ -12,7 +12,10 @@ Routing, first match wins:
 Modes: `math` grades in `strict` or `equivalent` mode (`rewards/math.py`). `choice` in strict
 mode is the paper's check (the boxed content must be exactly the letter, in the last 100
 characters: the released system grades GPQA with its math grader) and in equivalent mode the
-robust letter reader of `rewards/choice.py`. `code` has one mode.
+robust letter reader of `rewards/choice.py`. `code` has one mode, and runs its tests with
+`code_execution` (`isolated` or `official`, `rewards/code.py`): `Graders` takes it from
+`config.code_execution` (RL: isolated by default) unless given one (evaluation passes
+`eval.code_execution`, official by default).
 
 `reward_for` / `areward_batch` grade `traj.final_text` in `config.math_mode`, then apply the
 shaping of `rewards/shaping.py`, and set `traj.reward` and `traj.reward_info`:
@@ -30,7 +33,7 @@ from typing import Any, Literal
 from toolrl.config import RewardConfig
 from toolrl.rewards.base import Grade, Grader, run_sync
 from toolrl.rewards.choice import ChoiceGrader
-from toolrl.rewards.code import CodeGrader
+from toolrl.rewards.code import EXECUTIONS, CodeGrader, parse_tests
 from toolrl.rewards.math import MathGrader
 from toolrl.rewards.shaping import num_completed_tool_calls, shape_rewards
 from toolrl.rewards.verifier import MathVerifier
@@ -66,13 +69,22 @@ def grader_kind(data_source: str) -> Kind:
 class Graders:
     """Grader instances for one reward config, built on first use and reused.
 
-    `sandbox` (code) and `verifier` (math equivalent mode) default to process-wide ones.
+    `sandbox` (code) and `verifier` (math equivalent mode) default to process-wide ones;
+    `code_execution` to `config.code_execution`.
     """
 
     config: RewardConfig = field(default_factory=RewardConfig)
     sandbox: Any = None
     verifier: MathVerifier | None = None
+    code_execution: str = ""
     _cache: dict[tuple[str, str], Grader] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.code_execution = self.code_execution or self.config.code_execution
+        if self.code_execution not in EXECUTIONS:
+            raise ValueError(
+                f"unknown code execution {self.code_execution!r} (use isolated or official)"
+            )
 
     def get(self, data_source: str, mode: str | None = None) -> Grader:
         """The grader for a data source in `mode` (default: `config.math_mode`)."""
@@ -85,6 +97,16 @@ class Graders:
             self._cache[key] = self._build(kind, mode)
         return self._cache[key]
 
+    def code_execution_for(self, sample: Sample) -> str | None:
+        """How a sample's code tests run: `code_execution`, except assert tests (HumanEval's),
+        which always run isolated; None for a sample that is not code. ValueError if its
+        tests are malformed."""
+        if grader_kind(sample.data_source) != "code":
+            return None
+        return (
+            "isolated" if parse_tests(sample.ground_truth).kind == "assert" else self.code_execution
+        )
+
     def modes(self, data_source: str) -> tuple[str, ...]:
         """The modes evaluation reports for a data source: both, except for code."""
         return ("code",) if grader_kind(data_source) == "code" else MODES
@@ -95,7 +117,7 @@ class Graders:
             "wrong_score": self.config.wrong_score,
         }
         if kind == "code":
-            return CodeGrader(sandbox=self.sandbox, **scores)
+            return CodeGrader(sandbox=self.sandbox, execution=self.code_execution, **scores)
         if kind == "choice" and mode == "equivalent":
             return ChoiceGrader(**scores)
         math_mode = "strict" if kind == "choice" else mode
