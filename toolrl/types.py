@@ -58,6 +58,8 @@ class Turn:
     finish_reason: str = ""
     generate_s: float = 0.0
     tool_s: float = 0.0
+    weight_version: int = 0
+    """The policy's weight version (updates trained) that sampled this turn's tokens."""
 
 
 @dataclass

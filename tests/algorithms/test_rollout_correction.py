@@ -118,3 +118,28 @@ def test_extreme_log_ratios_stay_finite():
     tally = MismatchTally()
     tally.add(old, rollout, mask)
     assert all(math.isfinite(v) for v in tally.metrics().values())
+
+
+def test_the_decoupled_ppo_objective_of_asynchronous_training_by_hand():
+    """AReaL's decoupled PPO: the clip around the proximal policy (π_old, recomputed), an
+    importance weight π_prox / π_behav, tokens whose weight exceeds the cap dropped. In toolrl:
+    token IS + token rejection with the cap as the upper bound and 0 as the lower.
+
+    weights 0.5, 1.2, 6 (cap 5: the third is dropped); r = π_θ / π_prox = 1.5, 0.7, 1;
+    A = 1, −1, 1; ε = 0.2 / 0.28:
+      token 1: −min(1.5·1, 1.28·1) = −1.28;  token 2: max(0.7, 0.8) = 0.8 (A < 0)
+      loss = (0.5·(−1.28) + 1.2·0.8) / 2 kept tokens = 0.16
+    """
+    behav = torch.tensor([[-1.0, -1.0, -1.0]])
+    prox = behav + torch.tensor([[math.log(0.5), math.log(1.2), math.log(6.0)]])
+    theta = prox + torch.tensor([[math.log(1.5), math.log(0.7), 0.0]])
+    adv = torch.tensor([[1.0, -1.0, 1.0]])
+    mask = torch.ones(1, 3)
+    weights, keep, _ = correct(
+        prox, behav, mask,
+        rollout_is="token", rollout_is_threshold=5.0,
+        rollout_rs="token", rollout_rs_threshold=5.0, rollout_rs_threshold_lower=0.0,
+    )  # fmt: skip
+    assert keep.tolist() == [[1.0, 1.0, 0.0]]
+    loss, _ = ppo_clip_loss(theta, prox, adv, keep, is_weights=weights)
+    assert float(loss) == pytest.approx((0.5 * -1.28 + 1.2 * 0.8) / 2, rel=1e-5)

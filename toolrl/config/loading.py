@@ -157,6 +157,15 @@ def validate(config: Config, *, source: str = "<config>") -> None:
         problems.append("`trainer.warmup_ratio` must be in [0, 1)")
     if t.micro_batch_size < 1 or t.ppo_mini_batch_size < 1:
         problems.append("`trainer.micro_batch_size` and `trainer.ppo_mini_batch_size` must be >= 1")
+    if t.max_staleness < 0:
+        problems.append("`trainer.max_staleness` must be >= 0")
+    if t.mode == "async" and a.old_log_probs == "rollout":
+        problems.append(
+            "`trainer.mode=async` trains on trajectories of older weights: π_old must be "
+            "recomputed (algorithm.old_log_probs=auto or recompute)"
+        )
+    if t.mode == "async" and config.cluster.backend == "ray":
+        problems.append("`trainer.mode=async` runs in one process; it does not take cluster.backend=ray yet")
     if t.logprob_micro_batch_size < 1:
         problems.append("`trainer.logprob_micro_batch_size` must be >= 1")
     c = config.cluster

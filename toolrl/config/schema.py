@@ -265,6 +265,16 @@ class TrainerConfig:
     """Optimizer steps to run (RL: one step = one batch of prompts); 0 = from `epochs`."""
     epochs: int = 1
     """Passes over the training data when total_steps is 0."""
+    mode: Literal["sync", "async"] = "sync"
+    """`sync`: each step rolls out, then trains (the paper). `async`: rollouts are generated
+    ahead of the trainer on a copy of the weights, at most `max_staleness` versions behind
+    (toolrl/rollout/async_rollout.py); π_old is then always recomputed."""
+    max_staleness: int = 1
+    """`mode=async`: k, how many weight versions behind the trainer a trajectory's oldest token
+    may be when it is trained on (0 = the synchronous step, run by the producer)."""
+    partial_rollouts: bool = True
+    """`mode=async`: a weight update reaches trajectories in flight at their next turn (each
+    turn records its version); false = the engine updates only between trajectories."""
     lr: float = 1e-6
     """Peak learning rate (AdamW)."""
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"

@@ -148,10 +148,19 @@ class BroadcastRollout:
             self.workers.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
             box[0] = self.workers.run(samples, n, seed=seed)
         dist.broadcast_object_list(box, src=0)
+        for t in box[0]:  # synchronous: every token comes from the weights just pushed
+            for turn in t.turns:
+                turn.weight_version = self.version
         return box[0]
 
     def weights_updated(self, version: int) -> None:
         self.version = version  # sent with the weights before the next rollout
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
     def samples_from(self, model) -> bool:
         return False  # the workers hold copies in other processes

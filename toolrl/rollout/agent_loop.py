@@ -317,18 +317,24 @@ class AgentLoop:
         scheduler = BatchScheduler(self.engine, self.settings.max_batch_size)
         return await self._arun(samples, n, scheduler, seed)
 
+    async def arun_on(
+        self, scheduler: BatchScheduler, samples: list[Sample], n: int, seed: int
+    ) -> list[Trajectory]:
+        """`arun` through a scheduler shared with other batches in flight (the asynchronous
+        producer's), which stays open."""
+        tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
+        trajectories = [self.start(sample, k) for sample in samples for k in range(n)]
+        await asyncio.gather(*(self._drive(t, scheduler, tool_slots, seed) for t in trajectories))
+        return trajectories
+
     async def _arun(
         self, samples: list[Sample], n: int, scheduler: BatchScheduler, seed: int | None
     ) -> list[Trajectory]:
-        tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
         seed = self.settings.seed if seed is None else seed
-        trajectories = [self.start(sample, k) for sample in samples for k in range(n)]
-        drives = (self._drive(t, scheduler, tool_slots, seed) for t in trajectories)
         try:
-            await asyncio.gather(*drives)
+            return await self.arun_on(scheduler, samples, n, seed)
         finally:
             await scheduler.close()
-        return trajectories
 
     def start(self, sample: Sample, group_index: int = 0) -> Trajectory:
         prompt = render(self.tokenizer, sample.messages, self.schemas, add_generation_prompt=True)
@@ -392,6 +398,7 @@ class AgentLoop:
             num_sampled_tokens=len(result.token_ids),
             finish_reason=result.finish_reason,
             generate_s=time.monotonic() - t0,
+            weight_version=result.weight_version or 0,
         )
         traj.turns.append(turn)
         if not ended:

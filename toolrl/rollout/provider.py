@@ -52,6 +52,14 @@ class RolloutProvider(Protocol):
         (their log-probs are then the trainer's own, up to float rounding)."""
         ...
 
+    def metrics(self) -> dict[str, float]:
+        """What the provider measured since the last call (e.g. idle times); may be empty."""
+        ...
+
+    def close(self) -> None:
+        """Stop whatever the provider runs in the background (the run is over)."""
+        ...
+
 
 class LocalRollout:
     """A `RolloutProvider` in this process: an `AgentLoop` over a `PolicyEngine`."""
@@ -74,9 +82,19 @@ class LocalRollout:
 
     def run(self, samples: list[Sample], n: int, *, seed: int) -> list[Trajectory]:
         try:
-            return self.loop.run(samples, n, seed=seed)
+            trajectories = self.loop.run(samples, n, seed=seed)
         finally:
             self.engine.rollout_done()
+        for t in trajectories:  # synchronous: every token comes from the current weights
+            for turn in t.turns:
+                turn.weight_version = self.version
+        return trajectories
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
     def weights_updated(self, version: int) -> None:
         self.version = version

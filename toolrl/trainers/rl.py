@@ -45,6 +45,7 @@ from toolrl.algorithms import (
     with_config,
 )
 from toolrl.config import Config
+from toolrl.rollout.async_rollout import staleness_metrics
 from toolrl.rollout.provider import RolloutProvider
 from toolrl.trainers.batching import (
     TokenBatch,
@@ -89,6 +90,11 @@ class PromptStream:
 
     def steps_per_epoch(self) -> int:
         return max(1, len(self.samples) // self.batch_size)
+
+
+def rollout_seed(config: Config, step: int) -> int:
+    """The seed of step `step`'s rollouts (every request's seed derives from it)."""
+    return config.trainer.seed * 1_000_003 + step
 
 
 @contextmanager
@@ -169,7 +175,7 @@ class RLTrainer:
             samples = self.prompts.batch(step)
             with timed(timing, "rollout"):
                 self.model.eval()
-                seed = cfg.trainer.seed * 1_000_003 + step
+                seed = rollout_seed(cfg, step)
                 trajectories = self.rollout.run(samples, cfg.rollout.n, seed=seed)
             with timed(timing, "reward"):
                 self.reward_fn(trajectories)
@@ -192,6 +198,9 @@ class RLTrainer:
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
         if batch is not None:
             metrics.update(self.mismatch_metrics(batch))
+        if cfg.trainer.mode == "async":
+            metrics.update(staleness_metrics(trajectories, step))
+        metrics.update(self.rollout.metrics())
         return {**metrics, **update_metrics, **timing}
 
     def mismatch_metrics(self, batch: PolicyBatch) -> dict[str, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, sa
 from toolrl.trainers.model_io import load_policy, resolve_model_path
 from toolrl.trainers.optim import build_optimizer, build_scheduler, due
 from toolrl.trainers.parallel import SingleProcess
-from toolrl.trainers.rl import PromptStream, RLTrainer
+from toolrl.trainers.rl import PromptStream, RLTrainer, rollout_seed
 from toolrl.trainers.tracking import MetricsLogger
 
 
@@ -84,6 +85,51 @@ def local_rollout(config: Config):
     return make
 
 
+def async_rollout(config: Config, model, tokenizer, tools: list, prompts: PromptStream, start: int):
+    """The asynchronous producer (toolrl/rollout/async_rollout.py) on its own copy of the
+    policy: a deep copy for `hf`, vLLM's own processes for `vllm`; validation generates with the
+    trained model itself (`hf`) or with the newest weights in the shared vLLM engine."""
+    from toolrl.rollout.async_rollout import AsyncRollout, NewestWeights, VersionedEngine
+
+    def snapshot() -> dict:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    t = config.trainer
+    if config.rollout.engine == "hf":
+        copy = deepcopy(model).eval().requires_grad_(False)
+        inner = build_engine(config, model.name_or_path, tokenizer=tokenizer, model=copy)
+        versioned = VersionedEngine(
+            inner, copy.load_state_dict, start, partial=t.partial_rollouts
+        )
+        validation = build_engine(config, model.name_or_path, tokenizer=tokenizer, model=model)
+    else:
+        inner = build_engine(config, model.name_or_path, tokenizer=tokenizer, needs_policy=True)
+        load = lambda state: inner.load_weights(state.items())  # noqa: E731
+        load(snapshot())  # the engine starts from the trainer's weights (a resumed checkpoint's)
+        versioned = VersionedEngine(inner, load, start, partial=t.partial_rollouts)
+        validation = NewestWeights(versioned)
+    settings = settings_from_config(
+        config.rollout,
+        tools=config.tools,
+        max_context_length=inner.max_context_length,
+        seed=t.seed,
+    )
+    return AsyncRollout(
+        versioned,
+        validation,
+        tokenizer,
+        tools,
+        settings,
+        batch_of=prompts.batch,
+        seed_of=lambda step: rollout_seed(config, step),
+        n=config.rollout.n,
+        start=start,
+        total=total_steps_of(config, prompts),
+        max_staleness=t.max_staleness,
+        snapshot=snapshot,
+    )
+
+
 def default_reward_fn(config: Config):
     from toolrl.rewards import score_trajectories
 
@@ -130,13 +176,16 @@ def build_rl_trainer(
     prompts = PromptStream(
         samples, config.data.train_batch_size, config.trainer.seed, config.data.shuffle
     )
-    rollout = (make_rollout or local_rollout(config))(model, tokenizer, tools)
     optimizer = build_optimizer(model.parameters(), config.trainer)
     scheduler = build_scheduler(optimizer, config.trainer, total_steps_of(config, prompts))
     ref_model = load_reference(config, base, device) if config.algorithm.kl_coef > 0 else None
     start = 0
     if checkpoint is not None:
         start = load_trainer_state(checkpoint, optimizer, scheduler)["step"]
+    if config.trainer.mode == "async":
+        rollout = async_rollout(config, model, tokenizer, tools, prompts, start)
+    else:
+        rollout = (make_rollout or local_rollout(config))(model, tokenizer, tools)
     trainer = RLTrainer(
         config,
         model,
@@ -241,6 +290,14 @@ def fit(
         make_rollout=make_rollout,
         parallel=parallel,
     )
+    try:
+        return run_steps(config, trainer, start, validate)
+    finally:
+        trainer.rollout.close()
+
+
+def run_steps(config: Config, trainer: RLTrainer, start: int, validate) -> Path:
+    """The steps of `fit` from `start`: train, validate, log, write rollouts, checkpoint."""
     run_dir = run_dir_of(config)
     if trainer.parallel.rank != 0:
         for step in range(start, total_steps_of(config, trainer.prompts)):

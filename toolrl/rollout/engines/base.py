@@ -49,6 +49,9 @@ class GenerationResult:
     top-p / top-k truncation: the quantity the trainer recomputes as the old policy."""
     finish_reason: FinishReason
     """`stop`: a stop token was emitted; `length`: max_new_tokens reached."""
+    weight_version: int | None = None
+    """The weight version that generated it, from an engine that tracks versions (the
+    asynchronous trainer's); None = the engine does not say."""
 
 
 class Engine(Protocol):
