@@ -11,6 +11,12 @@ Printed per mode: trajectories per second, optimizer steps per minute, the ratio
 from the run's metrics the mean staleness, the partial-trajectory fraction and the time the
 trainer waited for its batch. Target (issue 23): async k = 1 >= 1.5x sync.
 
+`k0` is the asynchronous trainer at k = 0: the synchronous schedule (each batch starts after the
+previous update) through the producer's path (its own copy of the weights, batched `generate`
+calls). `sync` is the synchronous trainer (the trained model's continuously batching engine).
+The ratio to k0 is the gain of running ahead alone; the ratio to sync also contains the
+difference between the two generation paths.
+
 Run: .venv/bin/python benchmarks/async_rl.py [--steps 6] [--rounds 2] [--modes sync,k1,k2]
 """
 
@@ -54,6 +60,7 @@ class LongTailTool:
 
 MODES = {
     "sync": ["trainer.mode=sync"],
+    "k0": ["trainer.mode=async", "trainer.max_staleness=0"],
     "k1": ["trainer.mode=async", "trainer.max_staleness=1"],
     "k2": ["trainer.mode=async", "trainer.max_staleness=2"],
 }
@@ -101,7 +108,7 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--modes", default="sync,k1,k2")
+    parser.add_argument("--modes", default="sync,k0,k1,k2")
     args = parser.parse_args()
     if not Path(args.model, "config.json").is_file() or not Path(args.data).is_file():
         print(f"needs the demo's SFT model and data ({args.model}, {args.data}): run toolrl demo")
@@ -116,15 +123,20 @@ def main() -> int:
                 print(f"round {r} {mode:4s}: {last['wall_s']:.1f} s, {last['calls']} tool calls")
     print(f"\n{args.steps} steps × {args.prompts} prompts × {args.n} rollouts; tool latency "
           f"lognormal, median {MEDIAN_S} s, 1% >= {TAIL_S} s; {args.rounds} rounds interleaved")  # fmt: skip
-    print("mode  traj/s (median [range])     steps/min  ratio  staleness  partial  trainer wait s")
+    print(
+        "mode  traj/s (median [range])     steps/min  /sync   /k0  staleness  partial  "
+        "trainer wait s"
+    )
     base = statistics.median(x["traj_per_s"] for x in results[modes[0]])
+    k0 = statistics.median(x["traj_per_s"] for x in results.get("k0", results[modes[0]]))
     for mode, runs in results.items():
         rates = [x["traj_per_s"] for x in runs]
         median = statistics.median(rates)
         print(
             f"{mode:5s} {median:6.2f} [{min(rates):.2f} .. {max(rates):.2f}]"
             f"      {statistics.median(x['steps_per_min'] for x in runs):6.2f}"
-            f"  {median / base:5.2f}x  {statistics.median(x['staleness'] for x in runs):9.2f}"
+            f"  {median / base:5.2f}x {median / k0:5.2f}x"
+            f"  {statistics.median(x['staleness'] for x in runs):9.2f}"
             f"  {statistics.median(x['partial'] for x in runs):7.2f}"
             f"  {statistics.median(x['wait_s'] for x in runs):14.1f}"
         )

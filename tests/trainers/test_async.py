@@ -73,7 +73,7 @@ def test_staleness_never_exceeds_k_when_the_producer_runs_ahead(
         f"trainer.partial_rollouts={str(partial).lower()}", "trainer.save_every=0",
         "rollout.max_turns=3",
     )  # fmt: skip
-    trainer, start = build_rl_trainer(config, tools=[SlowEcho()], reward_fn=parity_reward)
+    trainer, _ = build_rl_trainer(config, tools=[SlowEcho()], reward_fn=parity_reward)
     update = trainer.update_policy
 
     def slow_update(batch):

@@ -90,3 +90,16 @@ def test_rl_with_vllm_syncs_every_step_and_resumes_after_sigkill(tasks, tmp_path
     again = read_metrics(tmp_path / "b" / "vllm")
     assert [r["step"] for r in again] == [1, 2, 3]
     assert json.dumps(without_timing(again)) == json.dumps(without_timing(rows))
+
+
+def test_async_rl_with_vllm_keeps_the_staleness_bound(tasks, tmp_path):
+    """`trainer.mode=async` with vLLM as the producer's engine: its weights are loaded from
+    the trainer's at the start and after every update; staleness stays within k."""
+    command = [*rl_command(tasks, tmp_path), "trainer.mode=async", "trainer.max_staleness=1"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_metrics(tmp_path / "vllm")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert row["async/staleness/max"] <= 1
+        assert row["rollout_corr/logprob_abs_diff_max"] < 1e-3 or row["async/staleness/max"] > 0

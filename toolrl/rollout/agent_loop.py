@@ -318,11 +318,17 @@ class AgentLoop:
         return await self._arun(samples, n, scheduler, seed)
 
     async def arun_on(
-        self, scheduler: BatchScheduler, samples: list[Sample], n: int, seed: int
+        self,
+        scheduler: BatchScheduler,
+        samples: list[Sample],
+        n: int,
+        seed: int,
+        tool_slots: asyncio.Semaphore | None = None,
     ) -> list[Trajectory]:
-        """`arun` through a scheduler shared with other batches in flight (the asynchronous
-        producer's), which stays open."""
-        tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
+        """`arun` through a scheduler (and tool slots) shared with other batches in flight (the
+        asynchronous producer's); the scheduler stays open."""
+        if tool_slots is None:
+            tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
         trajectories = [self.start(sample, k) for sample in samples for k in range(n)]
         await asyncio.gather(*(self._drive(t, scheduler, tool_slots, seed) for t in trajectories))
         return trajectories

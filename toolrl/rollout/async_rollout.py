@@ -227,13 +227,15 @@ class AsyncRollout:
 
     async def _produce_all(self) -> None:
         scheduler = BatchScheduler(self.versioned, self.loop.settings.max_batch_size)
+        # One bound on concurrent tool calls for every batch in flight, as in a synchronous step.
+        slots = asyncio.Semaphore(self.loop.settings.max_concurrent_tools)
         batches = []
         try:
             for step in range(self.start, self.total):
                 await self._admit(step)
                 if self._closed:
                     break
-                batches.append(asyncio.create_task(self._batch(step, scheduler)))
+                batches.append(asyncio.create_task(self._batch(step, scheduler, slots)))
             await asyncio.gather(*batches)
         finally:
             for task in batches:
@@ -257,11 +259,13 @@ class AsyncRollout:
         if idle_since is not None:
             self._idle_s += time.perf_counter() - idle_since
 
-    async def _batch(self, step: int, scheduler: BatchScheduler) -> None:
+    async def _batch(self, step: int, scheduler: BatchScheduler, slots) -> None:
         samples = self.batch_of(step)
         self._in_flight += len(samples) * self.n
         try:
-            trajectories = await self.loop.arun_on(scheduler, samples, self.n, self.seed_of(step))
+            trajectories = await self.loop.arun_on(
+                scheduler, samples, self.n, self.seed_of(step), slots
+            )
         finally:
             self._in_flight -= len(samples) * self.n
         with self._cond:
