@@ -223,8 +223,7 @@ def _teacher(spec: str, config, args):
 
 
 def _close(teacher) -> None:
-    for tool in teacher.tools:
-        tool.sandbox.close()
+    teacher.tools.close()
     teacher.engine.close()
 
 

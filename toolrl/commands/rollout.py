@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         config.rollout, tools=config.tools, max_context_length=context, seed=args.seed
     )
     started = time.monotonic()
-    trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=args.n)
+    try:
+        trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=args.n)
+    finally:
+        tools.close()
     write_jsonl(args.out, [trajectory_record(t, tokenizer) for t in trajectories])
     elapsed = time.monotonic() - started
     reasons: dict[str, int] = {}
@@ -83,18 +86,22 @@ def load_rollout_stack(
     import os
 
     from toolrl.rollout.engines.factory import build_engine, load_tokenizer
-    from toolrl.tools.code_interpreter import CodeInterpreter
+    from toolrl.tools.registry import build_tools
 
-    tools = [CodeInterpreter.from_config(config.tools)]
     tokenizer = load_tokenizer(model_path)
-    engine = build_engine(
-        config,
-        model_path,
-        tokenizer=tokenizer,
-        device=device,
-        seed=seed,
-        tool_schemas=[t.schema for t in tools],
-        purpose=purpose,
-        api_key=os.environ.get("OPENAI_API_KEY"),
-    )
+    tools = build_tools(config.tools)
+    try:
+        engine = build_engine(
+            config,
+            model_path,
+            tokenizer=tokenizer,
+            device=device,
+            seed=seed,
+            tool_schemas=tools.schemas,
+            purpose=purpose,
+            api_key=os.environ.get("OPENAI_API_KEY"),
+        )
+    except BaseException:
+        tools.close()
+        raise
     return tokenizer, engine, tools, engine.max_context_length
