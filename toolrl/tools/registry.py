@@ -62,4 +62,3 @@ def build_tools(cfg) -> ToolSet:
         for close in closers:
             close()
         raise
-

@@ -17,6 +17,7 @@ turns a tool that raises into an `infra_error` observation, never an exception.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -83,8 +84,14 @@ class ToolSet:
             kwargs = entry.get("create_kwargs") or {} if isinstance(entry, dict) else None
             if not isinstance(kwargs, dict):
                 raise ValueError(f"{where}.{name} must be a mapping with `create_kwargs`")
-            if kwargs and not isinstance(self.tools[name], PerTrajectoryTool):
+            tool = self.tools[name]
+            if kwargs and not isinstance(tool, PerTrajectoryTool):
                 raise ValueError(f"{where}.{name}.create_kwargs: tool `{name}` takes no kwargs")
+            if kwargs:
+                try:
+                    inspect.signature(tool.open).bind(**kwargs)
+                except TypeError as err:
+                    raise ValueError(f"{where}.{name}.create_kwargs: {err}") from err
             offered[name] = kwargs
         return offered
 
