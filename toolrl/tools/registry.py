@@ -54,7 +54,9 @@ def build_tools(cfg) -> ToolSet:
         if cfg.mcp_servers:
             from toolrl.tools.mcp import start_mcp_tools
 
-            mcp_tools, close = start_mcp_tools(cfg.mcp_servers, timeout=cfg.mcp_timeout)
+            mcp_tools, close = start_mcp_tools(
+                cfg.mcp_servers, timeout=cfg.mcp_timeout, max_chars=cfg.output_max_chars
+            )
             tools += mcp_tools
             closers.append(close)
         return ToolSet(tools, call_timeout=cfg.call_timeout, on_close=closers)
