@@ -99,7 +99,7 @@ def test_a_server_that_cannot_start_names_its_key():
         None,
         ["tools.enabled=[]", "tools.mcp_servers={bad: [/no/such/server]}", "tools.mcp_timeout=3"],
     )
-    with pytest.raises(ConfigError, match="tools.mcp_servers.bad: MCP server `bad`"):
+    with pytest.raises(ConfigError, match=r"tools\.mcp_servers\.bad: MCP server `bad`"):
         build_tools(config.tools)
-    with pytest.raises(ConfigError, match="tools.mcp_servers.x` must be a command line"):
+    with pytest.raises(ConfigError, match=r"tools\.mcp_servers\.x` must be a command line"):
         load_config(None, ["tools.mcp_servers={x: []}"])

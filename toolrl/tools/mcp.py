@@ -19,6 +19,7 @@ Observations are middle-truncated to `tools.output_max_chars`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import threading
 import time
@@ -44,6 +45,7 @@ class McpServer:
         self._task: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
+        self._restarting: set[asyncio.Task] = set()
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (open while the server runs)
             "w", prefix=f"toolrl-mcp-{name}-", suffix=".log", delete=False
         )
@@ -63,10 +65,8 @@ class McpServer:
         """Stop the server and the private loop."""
         if self._loop.is_closed():
             return
-        try:
+        with contextlib.suppress(Exception):  # closing must not fail: the process goes anyway
             self._submit(self._disconnect()).result(10)
-        except Exception:  # closing must not fail: the process is gone either way
-            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
@@ -136,10 +136,8 @@ class McpServer:
                 return
             self.restarts += 1
             await self._disconnect()
-            try:
+            with contextlib.suppress(RuntimeError):  # the next call tries again, and says so
                 await self._connect()
-            except RuntimeError:
-                pass  # the next call tries again, and says so
 
     async def _call(self, tool: str, arguments: dict[str, Any]) -> ToolResult:
         started = time.perf_counter()
@@ -152,7 +150,9 @@ class McpServer:
         try:
             result = await asyncio.wait_for(session.call_tool(tool, arguments), self.timeout)
         except Exception as err:
-            asyncio.create_task(self._restart(failed=session))
+            restart = asyncio.create_task(self._restart(failed=session))
+            self._restarting.add(restart)
+            restart.add_done_callback(self._restarting.discard)
             why = (
                 f"did not answer within {self.timeout:g}s"
                 if isinstance(err, TimeoutError)
