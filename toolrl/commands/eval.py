@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # e.g. resuming an output directory made with other settings
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        tools.close()
     k = config.eval.k
     for name, summary in summaries.items():
         m = summary["metrics"]

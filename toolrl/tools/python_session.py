@@ -125,12 +125,14 @@ class PythonSession:
         self._owns_sandbox = owns_sandbox
 
     @classmethod
-    def from_config(cls, cfg) -> PythonSession:
-        """The tool as a `ToolsConfig` describes it (the code interpreter's sandbox and limits)."""
+    def from_config(cls, cfg, sandbox: SandboxBackend | None = None) -> PythonSession:
+        """The tool as a `ToolsConfig` describes it: the code interpreter's sandbox and limits
+        (`sandbox`: one already built so, shared with the code interpreter and not closed here)."""
         from toolrl.sandbox.factory import build_sandbox
 
         limits = Limits(timeout_s=cfg.timeout, memory_mb=cfg.memory_mb)
-        sandbox = build_sandbox(
+        owns = sandbox is None
+        sandbox = sandbox or build_sandbox(
             cfg.sandbox_url or None, limits=limits, max_concurrency=cfg.max_concurrent
         )
         return cls(
@@ -138,6 +140,7 @@ class PythonSession:
             max_output_chars=cfg.output_max_chars,
             limits=limits,
             idle_timeout=cfg.session_idle_timeout,
+            owns_sandbox=owns,
         )
 
     @property

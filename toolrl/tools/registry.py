@@ -1,41 +1,62 @@
 """The one factory of a run's tools: `build_tools(config.tools)`, used by every command.
 
 `TOOLS` maps a name a recipe may list in `tools.enabled` to a builder taking the `ToolsConfig`
-and returning the tool and what releases it. Every tool of every server in `tools.mcp_servers`
+and what the call's tools share (one sandbox), and returning the tool. Every tool of every server in `tools.mcp_servers`
 is offered too. A new built-in tool is one module and one line here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from toolrl.tools.base import Tool
 from toolrl.tools.toolset import ToolSet
 
-Built = tuple[Tool, Callable[[], None]]
+
+class Shared:
+    """What the tools of one `build_tools` call share: one sandbox for every tool running code
+    (built on first use, closed with the ToolSet)."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self._sandbox = None
+        self.closers: list[Callable[[], None]] = []
+
+    def sandbox(self):
+        if self._sandbox is None:
+            from toolrl.sandbox.factory import build_sandbox
+            from toolrl.sandbox.result import Limits
+
+            cfg = self.cfg
+            self._sandbox = build_sandbox(
+                cfg.sandbox_url or None,
+                limits=Limits(timeout_s=cfg.timeout, memory_mb=cfg.memory_mb),
+                max_concurrency=cfg.max_concurrent,
+            )
+            self.closers.append(self._sandbox.close)
+        return self._sandbox
 
 
-def _code_interpreter(cfg) -> Built:
+def _code_interpreter(cfg, shared: Shared) -> Tool:
     from toolrl.tools.code_interpreter import CodeInterpreter
 
-    tool = CodeInterpreter.from_config(cfg)
-    return tool, tool.sandbox.close
+    return CodeInterpreter.from_config(cfg, sandbox=shared.sandbox())
 
 
-def _search(cfg) -> Built:
+def _search(cfg, shared: Shared) -> Tool:
     from toolrl.tools.search import Search
 
-    return Search.from_config(cfg), lambda: None
+    return Search.from_config(cfg)
 
 
-def _python_session(cfg) -> Built:
+def _python_session(cfg, shared: Shared) -> Tool:
     from toolrl.tools.python_session import PythonSession
 
-    tool = PythonSession.from_config(cfg)
-    return tool, tool.close
+    return PythonSession.from_config(cfg, sandbox=shared.sandbox())
 
 
-TOOLS: dict[str, Callable[..., Built]] = {
+TOOLS: dict[str, Callable[[Any, Shared], Tool]] = {
     "code_interpreter": _code_interpreter,
     "search": _search,
     "python_session": _python_session,
@@ -45,12 +66,9 @@ TOOLS: dict[str, Callable[..., Built]] = {
 
 def build_tools(cfg) -> ToolSet:
     """The tools a `ToolsConfig` chooses, in `tools.enabled` order, then the MCP servers'."""
-    tools, closers = [], []
+    tools, shared = [], Shared(cfg)
     try:
-        for name in cfg.enabled:
-            tool, close = TOOLS[name](cfg)
-            tools.append(tool)
-            closers.append(close)
+        tools = [TOOLS[name](cfg, shared) for name in cfg.enabled]
         if cfg.mcp_servers:
             from toolrl.tools.mcp import start_mcp_tools
 
@@ -58,9 +76,9 @@ def build_tools(cfg) -> ToolSet:
                 cfg.mcp_servers, timeout=cfg.mcp_timeout, max_chars=cfg.output_max_chars
             )
             tools += mcp_tools
-            closers.append(close)
-        return ToolSet(tools, call_timeout=cfg.call_timeout, on_close=closers)
+            shared.closers.append(close)
+        return ToolSet(tools, call_timeout=cfg.call_timeout, on_close=shared.closers)
     except BaseException:
-        for close in closers:
+        for close in shared.closers:
             close()
         raise
