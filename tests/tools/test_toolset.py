@@ -166,3 +166,28 @@ def test_tool_metrics_break_down_per_tool():
         "tool/calls_per_response": 0.0,
         "tool/success_rate": 0.0,
     }
+
+
+def test_the_registry_builds_exactly_the_names_the_config_accepts():
+    from toolrl.config.schema import TOOL_NAMES
+    from toolrl.tools.registry import TOOLS
+
+    assert sorted(TOOLS) == sorted(TOOL_NAMES)
+
+
+def test_rl_metrics_and_the_infra_mask_see_each_tool(tiny_tokenizer):
+    from toolrl.trainers.rl import rollout_metrics
+
+    loop = AgentLoop(
+        ScriptedEngine(tiny_tokenizer, counting_policy),
+        tiny_tokenizer,
+        [Counter(), Broken()],
+        LoopSettings(),
+    )
+    [traj] = loop.run([sample()])
+    metrics = rollout_metrics([traj])
+    assert metrics["tool/counter/calls_per_response"] == 2.0
+    assert metrics["tool/counter/success_rate"] == 1.0
+    assert "tool/broken/calls_per_response" not in metrics
+    broken = ToolSet([Broken()]).open(sample())
+    assert asyncio.run(broken.call("broken", {})).status == "infra_error"

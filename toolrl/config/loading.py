@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from toolrl.config.schema import MOVED, SECTIONS, Config, ConfigError
+from toolrl.config.schema import MOVED, SECTIONS, TOOL_NAMES, Config, ConfigError
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -175,13 +175,11 @@ def validate(config: Config, *, source: str = "<config>") -> None:
 
 
 def _tools_problems(tools) -> list[str]:
-    from toolrl.tools.registry import TOOLS
-
     problems = []
     for i, name in enumerate(tools.enabled):
-        if name not in TOOLS:
-            close = difflib.get_close_matches(str(name), list(TOOLS), n=1, cutoff=0.5)
-            hint = f"did you mean `{close[0]}`?" if close else f"tools: {', '.join(TOOLS)}"
+        if name not in TOOL_NAMES:
+            close = difflib.get_close_matches(str(name), TOOL_NAMES, n=1, cutoff=0.5)
+            hint = f"did you mean `{close[0]}`?" if close else f"tools: {', '.join(TOOL_NAMES)}"
             problems.append(f"`tools.enabled[{i}]`: unknown tool `{name}`; {hint}")
     if len(set(tools.enabled)) != len(tools.enabled):
         problems.append("`tools.enabled` lists a tool twice")

@@ -43,6 +43,10 @@ MOVED = {
 fails with a message naming the new one."""
 
 
+TOOL_NAMES = ("code_interpreter", "python_session", "search")
+"""The built-in tools `tools.enabled` may list (each built by `toolrl.tools.registry.TOOLS`)."""
+
+
 class ConfigError(ValueError):
     """A recipe or override that does not fit the schema; the message says what, where and why."""
 

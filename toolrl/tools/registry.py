@@ -2,7 +2,8 @@
 
 `TOOLS` maps a name a recipe may list in `tools.enabled` to a builder taking the `ToolsConfig`
 and what the call's tools share (one sandbox), and returning the tool. Every tool of every server in `tools.mcp_servers`
-is offered too. A new built-in tool is one module and one line here.
+is offered too. A new built-in tool is one module, one line here and its name in
+`toolrl.config.schema.TOOL_NAMES`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ TOOLS: dict[str, Callable[[Any, Shared], Tool]] = {
     "search": _search,
     "python_session": _python_session,
 }
-"""Built-in tools by the name `tools.enabled` lists."""
+"""Built-in tools by the name `tools.enabled` lists (the names `config.schema.TOOL_NAMES`
+declares, so that a recipe naming another fails when it is loaded)."""
 
 
 def build_tools(cfg) -> ToolSet:

@@ -46,31 +46,45 @@ class CorpusError(ValueError):
 def read_corpus(path: str | Path) -> list[dict[str, str]]:
     """Passages {id, title, text} of a .jsonl or .parquet corpus; a malformed row raises
     naming its 1-based line (jsonl) or row (parquet)."""
-    from toolrl.data.io import DataError, read_jsonl, read_rows
-
     path, passages, seen = Path(path), [], set()
     parquet = path.suffix == ".parquet"
+    for where, row in _numbered_rows(path):
+        text, title = row.get("text"), row.get("title", "")
+        if not isinstance(text, str) or not text.strip():
+            raise CorpusError(f"{where}: `text` must be a non-empty string (got {text!r})")
+        if not isinstance(title, str | None):
+            raise CorpusError(f"{where}: `title` must be a string (got {title!r})")
+        pid = str(row.get("id", where.rsplit(" ", 1)[1]))
+        if pid in seen:
+            raise CorpusError(f"{where}: id `{pid}` repeats an earlier row's")
+        seen.add(pid)
+        passages.append({"id": pid, "title": title or "", "text": text})
+    if not passages:
+        raise CorpusError(f"{path}: the corpus has {'no rows' if parquet else 'no lines'}")
+    return passages
+
+
+def _numbered_rows(path: Path):
+    """("<path>: line N" or "<path>: row N", row) for every row, numbered from 1."""
     if not path.is_file():
         raise CorpusError(f"{path}: no such file")
-    try:
-        numbered = ((i + 1, r) for i, r in read_rows(path)) if parquet else read_jsonl(path)
-        for number, row in numbered:
-            where = f"{path}: {'row' if parquet else 'line'} {number}"
-            text, title = row.get("text"), row.get("title", "")
-            if not isinstance(text, str) or not text.strip():
-                raise CorpusError(f"{where}: `text` must be a non-empty string (got {text!r})")
-            if not isinstance(title, str | None):
-                raise CorpusError(f"{where}: `title` must be a string (got {title!r})")
-            pid = str(row.get("id", number))
-            if pid in seen:
-                raise CorpusError(f"{where}: id `{pid}` repeats an earlier row's")
-            seen.add(pid)
-            passages.append({"id": pid, "title": title or "", "text": text})
-    except DataError as err:
-        raise CorpusError(str(err)) from err
-    if not passages:
-        raise CorpusError(f"{path}: the corpus has no rows")
-    return passages
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield f"{path}: row {i}", row
+        return
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise CorpusError(f"{path}: line {number}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise CorpusError(f"{path}: line {number}: must be a JSON object")
+            yield f"{path}: line {number}", row
 
 
 def _tokens(texts: list[str]) -> list[list[str]]:
