@@ -13,10 +13,11 @@ MODEL_HELP = (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "rollout",
-        help="roll out a model with the code interpreter over RL samples",
+        help="roll out a model with its tools over RL samples",
         description=(
             "Read samples in the Open-AgentRL / verl RL schema (jsonl or parquet), run n rollouts "
-            "each through the agent loop with the sandboxed code interpreter, and write one JSON "
+            "each through the agent loop with the tools `tools.enabled` chooses (default: the "
+            "sandboxed code interpreter), and write one JSON "
             "line per trajectory: texts, token-level mask spans, tool calls, stop reasons."
         ),
     )

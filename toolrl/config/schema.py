@@ -138,9 +138,10 @@ class ToolsConfig:
     output_max_chars: int = 256
     """Tool observations are middle-truncated to this many characters before the model sees them."""
     timeout: float = 30.0
-    """Wall-clock seconds a code_interpreter call may run (SandboxFusion's default run_timeout)."""
+    """Wall-clock seconds a code_interpreter or python_session call may run (SandboxFusion's
+    default run_timeout)."""
     memory_mb: int = 1024
-    """Memory limit of one code_interpreter call."""
+    """Memory limit of one code_interpreter or python_session call."""
     max_concurrent: int = 64
     """Tool calls in flight at once across all trajectories."""
     sandbox_url: str = ""
