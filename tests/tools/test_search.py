@@ -98,3 +98,15 @@ def test_parquet_corpus(tmp_path):
     pq.write_table(pa.Table.from_pylist(CORPUS), path)
     assert build_index(path, tmp_path / "idx") == 4
     assert SearchIndex(tmp_path / "idx").search("Amber Sea river", 1)[0][0]["id"] == "quell"
+
+
+def test_the_rollout_command_reports_a_row_naming_a_missing_tool(index_dir, tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    row = {"question": "Q?", "golden_answers": ["a"], "extra_info": {"tools_kwargs": {"serch": {}}}}
+    rows.write_text(json.dumps(row) + "\n")
+    argv = ["rollout", "--model", "tiny", "--data", str(rows), "--n", "1",
+            "--out", str(tmp_path / "r.jsonl"), "rollout.engine=scripted",
+            "rollout.scripted_policy=toolrl.data.tasks.search:policy",
+            "tools.enabled=[search]", f"tools.search_index={index_dir}"]  # fmt: skip
+    assert main(argv) == 2
+    assert "names tool `serch`, which this run does not have" in capsys.readouterr().err

@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=args.n)
+    except ValueError as err:  # a row's tools (extra_info.tools_kwargs) do not fit the run's
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         tools.close()
     write_jsonl(args.out, [trajectory_record(t, tokenizer) for t in trajectories])
