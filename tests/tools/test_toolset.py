@@ -191,3 +191,9 @@ def test_rl_metrics_and_the_infra_mask_see_each_tool(tiny_tokenizer):
     assert "tool/broken/calls_per_response" not in metrics
     broken = ToolSet([Broken()]).open(sample())
     assert asyncio.run(broken.call("broken", {})).status == "infra_error"
+
+
+def test_the_call_guard_must_outlast_the_interpreter_timeout():
+    with pytest.raises(ConfigError, match=r"tools\.call_timeout` \(30s\) must exceed"):
+        load_config(None, ["tools.timeout=30", "tools.call_timeout=30"])
+    assert load_config(None, ["tools.timeout=300", "tools.call_timeout=0"]).tools.call_timeout == 0

@@ -188,6 +188,12 @@ def _tools_problems(tools) -> list[str]:
             "`tools.enabled` has `search` but `tools.search_index` is empty: "
             "build one with `toolrl index build CORPUS --out DIR` and set tools.search_index=DIR"
         )
+    if 0 < tools.call_timeout <= tools.timeout:
+        problems.append(
+            f"`tools.call_timeout` ({tools.call_timeout:g}s) must exceed `tools.timeout` "
+            f"({tools.timeout:g}s), or a slow program would count as an infrastructure failure "
+            "(masked) instead of the model's timeout; or set it to 0 (no limit)"
+        )
     if min(tools.search_top_k, tools.search_passage_chars) < 1:
         problems.append("`tools.search_top_k` and `tools.search_passage_chars` must be >= 1")
     for name, command in tools.mcp_servers.items():
