@@ -157,6 +157,7 @@ def test_tool_metrics_break_down_per_tool():
     metrics = tool_use_metrics(
         [[("search", "success"), ("code", "error")], [("search", "infra_error")], []]
     )
+    assert "tool/_unnamed/calls_per_response" in tool_use_metrics([[("", "parse_error")]])
     assert metrics["tool/calls_per_response"] == pytest.approx(1.0)
     assert metrics["tool/success_rate"] == pytest.approx(1 / 3)
     assert metrics["tool/search/calls_per_response"] == pytest.approx(2 / 3)

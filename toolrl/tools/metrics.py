@@ -8,12 +8,15 @@ For responses r = 1..N whose calls c have a tool name and a status:
     tool/<name>/success_rate        = the success rate of the calls named <name>
 
 Per-tool keys appear for every tool that was called at least once. A call the model wrote
-that names no offered tool is counted under the name it wrote.
+that names no offered tool is counted under the name it wrote, one without a name under
+`_unnamed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+UNNAMED = "_unnamed"
 
 
 def tool_use_metrics(responses: Iterable[Iterable[tuple[str, str]]]) -> dict[str, float]:
@@ -24,6 +27,7 @@ def tool_use_metrics(responses: Iterable[Iterable[tuple[str, str]]]) -> dict[str
     for response in responses:
         count += 1
         for name, status in response:
+            name = name or UNNAMED
             calls[name] = calls.get(name, 0) + 1
             successes[name] = successes.get(name, 0) + (status == "success")
     n, total = max(count, 1), sum(calls.values())
