@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "toolrl.commands.report",
     "toolrl.commands.serve",
     "toolrl.commands.data",
+    "toolrl.commands.index",
     "toolrl.sandbox.cli",
 ]
 

@@ -75,7 +75,7 @@ def teacher_run(tmp_path_factory):
     settings = settings_from_config(config.rollout, tools=config.tools)
     result = collect(teacher.engine, teacher.tokenizer, teacher.tools, samples, settings=settings)
     yield result
-    teacher.tools[0].sandbox.close()
+    teacher.tools.close()
 
 
 def test_teacher_solves_its_tasks_by_really_calling_the_sandbox(teacher_run):

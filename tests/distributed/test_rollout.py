@@ -37,7 +37,7 @@ def provider(ray, config, worker_cls, num_workers=2):
 
 
 def step_samples(config, tiny_tokenizer):
-    samples, _ = load_prompts(config, tiny_tokenizer, [EchoTool().schema])
+    samples, _ = load_prompts(config, tiny_tokenizer, [EchoTool()])
     return PromptStream(samples, 3, seed=0).batch(0)
 
 

@@ -223,8 +223,7 @@ def _teacher(spec: str, config, args):
 
 
 def _close(teacher) -> None:
-    for tool in teacher.tools:
-        tool.sandbox.close()
+    teacher.tools.close()
     teacher.engine.close()
 
 
@@ -264,6 +263,8 @@ def run_collect(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except OpenAIEngineError as err:
         return _fail(str(err), 1)
+    except ValueError as err:  # a row's tools (extra_info.tools_kwargs) do not fit the run's
+        return _fail(str(err))
     finally:
         _close(teacher)
     write_jsonl(args.out, result.rows)

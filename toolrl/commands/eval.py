@@ -16,10 +16,11 @@ from toolrl.commands.rollout import MODEL_HELP
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a model with the code interpreter: avg@k, pass@k, maj@k",
+        help="evaluate a model with its tools: avg@k, pass@k, maj@k",
         description=(
-            "Sample k responses per problem through the agent loop with the sandboxed code "
-            "interpreter, grade them (math and multiple choice in strict and equivalent mode, "
+            "Sample k responses per problem through the agent loop with the tools "
+            "`tools.enabled` chooses (default: the sandboxed code interpreter), grade them "
+            "(math and multiple choice in strict and equivalent mode, QA by exact match, "
             "code in the sandbox, by default with LiveCodeBench's own execution semantics: "
             "eval.code_execution=official; `isolated` is the RL reward's), and write "
             "per-response JSONL, summary.json and summary.md into --out. Re-running with the "
@@ -110,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # e.g. resuming an output directory made with other settings
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        tools.close()
     k = config.eval.k
     for name, summary in summaries.items():
         m = summary["metrics"]

@@ -13,10 +13,11 @@ MODEL_HELP = (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "rollout",
-        help="roll out a model with the code interpreter over RL samples",
+        help="roll out a model with its tools over RL samples",
         description=(
             "Read samples in the Open-AgentRL / verl RL schema (jsonl or parquet), run n rollouts "
-            "each through the agent loop with the sandboxed code interpreter, and write one JSON "
+            "each through the agent loop with the tools `tools.enabled` chooses (default: the "
+            "sandboxed code interpreter), and write one JSON "
             "line per trajectory: texts, token-level mask spans, tool calls, stop reasons."
         ),
     )
@@ -59,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
         config.rollout, tools=config.tools, max_context_length=context, seed=args.seed
     )
     started = time.monotonic()
-    trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=args.n)
+    try:
+        trajectories = AgentLoop(engine, tokenizer, tools, settings).run(samples, n=args.n)
+    except ValueError as err:  # a row's tools (extra_info.tools_kwargs) do not fit the run's
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        tools.close()
     write_jsonl(args.out, [trajectory_record(t, tokenizer) for t in trajectories])
     elapsed = time.monotonic() - started
     reasons: dict[str, int] = {}
@@ -83,18 +90,22 @@ def load_rollout_stack(
     import os
 
     from toolrl.rollout.engines.factory import build_engine, load_tokenizer
-    from toolrl.tools.code_interpreter import CodeInterpreter
+    from toolrl.tools.registry import build_tools
 
-    tools = [CodeInterpreter.from_config(config.tools)]
     tokenizer = load_tokenizer(model_path)
-    engine = build_engine(
-        config,
-        model_path,
-        tokenizer=tokenizer,
-        device=device,
-        seed=seed,
-        tool_schemas=[t.schema for t in tools],
-        purpose=purpose,
-        api_key=os.environ.get("OPENAI_API_KEY"),
-    )
+    tools = build_tools(config.tools)
+    try:
+        engine = build_engine(
+            config,
+            model_path,
+            tokenizer=tokenizer,
+            device=device,
+            seed=seed,
+            tool_schemas=tools.schemas,
+            purpose=purpose,
+            api_key=os.environ.get("OPENAI_API_KEY"),
+        )
+    except BaseException:
+        tools.close()
+        raise
     return tokenizer, engine, tools, engine.max_context_length

@@ -1,4 +1,5 @@
-"""`toolrl data tasks`: write the synthetic task suite (toolrl/data/tasks/) as RL jsonl files."""
+"""`toolrl data tasks` and `toolrl data search-tasks`: write the synthetic task suites
+(toolrl/data/tasks/) as jsonl files."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def register(commands) -> None:
         "--weights", default="math=0.5,choice=0.25,code=0.25", help="mix of kinds (KIND=W,...)"
     )
     p.set_defaults(handler=run_tasks)
+    s = commands.add_parser(
+        "search-tasks",
+        help="write the search suite: a fictional corpus and one/two-hop questions about it",
+        description="Deterministic from --seed. Writes <out>/corpus.jsonl (index it with "
+        "`toolrl index build`) and <out>/<split>.jsonl (Search-R1 question/golden_answers rows). "
+        "The scripted teacher is toolrl.data.tasks.search:policy.",
+    )
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    s.add_argument("--countries", type=int, default=60, help="invented countries (60)")
+    s.add_argument("--train", type=int, default=200, help="training questions (200)")
+    s.add_argument("--test", type=int, default=40, help="test questions (40)")
+    s.set_defaults(handler=run_search_tasks)
 
 
 def run_tasks(args: argparse.Namespace) -> int:
@@ -36,5 +50,15 @@ def run_tasks(args: argparse.Namespace) -> int:
         ) from err
     sizes = {name: n for name, n in (("train", args.train), ("val", args.val), ("test", args.test)) if n}  # fmt: skip
     for name, path in write_splits(args.out, make_splits(args.seed, sizes, weights)).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def run_search_tasks(args: argparse.Namespace) -> int:
+    from toolrl.data.tasks.search import make_world, write_search_tasks
+
+    world = make_world(args.seed, args.countries)
+    sizes = {name: n for name, n in (("train", args.train), ("test", args.test)) if n}
+    for name, path in write_search_tasks(args.out, world, sizes, args.seed).items():
         print(f"{name}: {path}")
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from toolrl.config.schema import MOVED, SECTIONS, Config, ConfigError
+from toolrl.config.schema import MOVED, SECTIONS, TOOL_NAMES, Config, ConfigError
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -178,8 +178,39 @@ def validate(config: Config, *, source: str = "<config>") -> None:
             "`cluster.rollout_workers`, `cluster.sandbox_workers` >= 0"
         )
     problems += _rollout_correction_problems(a)
+    problems += _tools_problems(config.tools)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _tools_problems(tools) -> list[str]:
+    problems = []
+    for i, name in enumerate(tools.enabled):
+        if name not in TOOL_NAMES:
+            close = difflib.get_close_matches(str(name), TOOL_NAMES, n=1, cutoff=0.5)
+            hint = f"did you mean `{close[0]}`?" if close else f"tools: {', '.join(TOOL_NAMES)}"
+            problems.append(f"`tools.enabled[{i}]`: unknown tool `{name}`; {hint}")
+    if len(set(tools.enabled)) != len(tools.enabled):
+        problems.append("`tools.enabled` lists a tool twice")
+    if "search" in tools.enabled and not tools.search_index:
+        problems.append(
+            "`tools.enabled` has `search` but `tools.search_index` is empty: "
+            "build one with `toolrl index build CORPUS --out DIR` and set tools.search_index=DIR"
+        )
+    if 0 < tools.call_timeout <= tools.timeout:
+        problems.append(
+            f"`tools.call_timeout` ({tools.call_timeout:g}s) must exceed `tools.timeout` "
+            f"({tools.timeout:g}s), or a slow program would count as an infrastructure failure "
+            "(masked) instead of the model's timeout; or set it to 0 (no limit)"
+        )
+    if min(tools.search_top_k, tools.search_passage_chars) < 1:
+        problems.append("`tools.search_top_k` and `tools.search_passage_chars` must be >= 1")
+    for name, command in tools.mcp_servers.items():
+        if not command:
+            problems.append(
+                f"`tools.mcp_servers.{name}` must be a command line, e.g. [python, x.py]"
+            )
+    return problems
 
 
 def _rollout_correction_problems(a) -> list[str]:

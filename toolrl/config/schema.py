@@ -43,6 +43,10 @@ MOVED = {
 fails with a message naming the new one."""
 
 
+TOOL_NAMES = ("code_interpreter", "python_session", "search")
+"""The built-in tools `tools.enabled` may list (each built by `toolrl.tools.registry.TOOLS`)."""
+
+
 class ConfigError(ValueError):
     """A recipe or override that does not fit the schema; the message says what, where and why."""
 
@@ -125,19 +129,44 @@ class RolloutConfig:
 
 @dataclass
 class ToolsConfig:
-    """The tools the policy calls and the sandbox their code runs in."""
+    """The tools the policy calls and the sandbox their code runs in (`toolrl.tools.registry`)."""
 
+    enabled: list[str] = field(default_factory=lambda: ["code_interpreter"])
+    """Built-in tools offered to the model, in order: `code_interpreter` (the paper's, stateless),
+    `python_session` (variables persist across one trajectory's calls), `search` (BM25 over
+    `search_index`). A dataset row may narrow them (`extra_info.tools_kwargs`)."""
     output_max_chars: int = 256
     """Tool observations are middle-truncated to this many characters before the model sees them."""
     timeout: float = 30.0
-    """Wall-clock seconds a code_interpreter call may run (SandboxFusion's default run_timeout)."""
+    """Wall-clock seconds a code_interpreter or python_session call may run (SandboxFusion's
+    default run_timeout)."""
     memory_mb: int = 1024
-    """Memory limit of one code_interpreter call."""
+    """Memory limit of one code_interpreter or python_session call."""
     max_concurrent: int = 64
     """Tool calls in flight at once across all trajectories."""
     sandbox_url: str = ""
     """A SandboxFusion (or `toolrl sandbox serve`) server for the code interpreter; empty = the
     local sandbox (isolation chosen at start: bubblewrap, else Landlock + seccomp)."""
+    call_timeout: float = 120.0
+    """Seconds any tool call may take before it is abandoned as an `infra_error` (masked from
+    training); the code interpreter's own `timeout` stops a slow program well before. 0 = none."""
+    search_index: str = ""
+    """`search`: the directory `toolrl index build` wrote."""
+    search_top_k: int = 3
+    """`search`: passages returned per query (a row may set `top_k` in its create_kwargs)."""
+    search_passage_chars: int = 400
+    """`search`: each passage's text is cut to this many characters."""
+    search_max_chars: int = 1500
+    """`search`: the whole observation is middle-truncated to this many characters."""
+    session_idle_timeout: float = 300.0
+    """`python_session`: seconds a trajectory's interpreter may sit unused before it is stopped
+    (its variables are then lost, and the next call says so)."""
+    mcp_servers: dict[str, list[str]] = field(default_factory=dict)
+    """MCP servers started over stdio, name → command line (`{calc: [python, calc.py]}`); every
+    tool they list is offered. A server that dies or hangs is restarted; the calls it failed are
+    `infra_error` observations."""
+    mcp_timeout: float = 30.0
+    """Seconds an MCP server may take to start or to answer one call."""
 
 
 @dataclass

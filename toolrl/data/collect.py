@@ -35,6 +35,8 @@ from toolrl.config import RewardConfig
 from toolrl.rewards.registry import Graders, reward_batch
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.base import Engine
+from toolrl.tools.metrics import trajectory_tool_metrics
+from toolrl.tools.toolset import ToolSet, as_toolset
 from toolrl.types import Sample, Trajectory
 
 Keep = Literal["correct", "all"]
@@ -54,7 +56,7 @@ class Collection:
 def collect(
     engine: Engine,
     tokenizer,
-    tools: list[Any],
+    tools: ToolSet | list[Any],
     samples: list[Sample],
     *,
     n: int = 1,
@@ -80,10 +82,11 @@ def collect(
     # Only the grade matters here (score before shaping, acc): shaping is switched off.
     plain = replace(reward_cfg, overlong_shaping=False, tool_shaping=False)
     reward_batch(trajectories, plain, settings.max_response_length, graders=graders)
-    schemas = [tool.schema for tool in tools]
+    toolset = as_toolset(tools)
     rows, reasons, seen = [], [], set()
     for traj in trajectories:
         reason = drop_reason(traj, keep, min_tool_calls)
+        schemas = toolset.schemas_for(traj.sample)
         row = trajectory_row(traj, schemas) if reason is None else None
         if row is not None and dedupe:
             key = conversation_key(row["messages"])
@@ -179,6 +182,11 @@ def tool_use_stats(trajectories: list[Trajectory]) -> dict[str, Any]:
         "tool_calls": len(calls),
         "tool/success_rate": _mean([float(c.status == "success") for c in calls]),
         "tool_statuses": dict(Counter(c.status for c in calls).most_common()),
+        "per_tool": {
+            k: round(v, 4)
+            for k, v in trajectory_tool_metrics(trajectories).items()
+            if k.count("/") == 2
+        },
         "turns_per_trajectory": _mean([len(t.turns) for t in trajectories]),
         "response_tokens_mean": _mean([t.response_length for t in trajectories]),
         "response_tokens_max": max((t.response_length for t in trajectories), default=0),
@@ -199,7 +207,7 @@ class Teacher:
 
     engine: Engine
     tokenizer: Any
-    tools: list[Any]
+    tools: ToolSet
     context_length: int = 0
 
 
@@ -215,7 +223,7 @@ def load_teacher(
     max_concurrency: int = 16,
     api_key: str | None = None,
 ) -> Teacher:
-    """The teacher `spec` names, with the real code interpreter of `config.tools`, built by the
+    """The teacher `spec` names, with the real tools of `config.tools`, built by the
     engine factory like every other engine:
 
     - `http://host:port` (or https): a served model (`rollout.engine=openai`; `api`:
@@ -228,9 +236,9 @@ def load_teacher(
     `tokenizer` is a checkpoint or tokenizer directory, or `tiny` for the embedded tokenizer.
     """
     from toolrl.rollout.engines.factory import build_engine, load_tokenizer
-    from toolrl.tools.code_interpreter import CodeInterpreter
+    from toolrl.tools.registry import build_tools
 
-    tools = [CodeInterpreter.from_config(config.tools)]
+    tools = build_tools(config.tools)
     rollout_cfg = config.rollout
     if spec.startswith(("http://", "https://")):
         if tokenizer is None:
@@ -252,12 +260,11 @@ def load_teacher(
         rollout = replace(rollout_cfg, engine="hf")
     tok = load_tokenizer(tokenizer or spec)
     config = replace(config, rollout=rollout, trainer=replace(config.trainer, seed=seed))
-    engine = build_engine(
-        config,
-        spec,
-        tokenizer=tok,
-        device=device,
-        tool_schemas=[t.schema for t in tools],
-        api_key=api_key,
-    )
+    try:
+        engine = build_engine(
+            config, spec, tokenizer=tok, device=device, tool_schemas=tools.schemas, api_key=api_key
+        )
+    except BaseException:
+        tools.close()
+        raise
     return Teacher(engine, tok, tools, engine.max_context_length)

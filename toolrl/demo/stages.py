@@ -92,7 +92,7 @@ def collect(settings, out: Path, cache, data: dict[str, Path], say: Callable[[st
     if settings.stitched:
         rows, stats = stitch_rows(
             [row for _, row in read_rows(data["train"])],
-            [tool.schema for tool in teacher.tools],
+            teacher.tools.schemas,
             max_output_chars=config.tools.output_max_chars,
         )
     else:
@@ -100,8 +100,7 @@ def collect(settings, out: Path, cache, data: dict[str, Path], say: Callable[[st
         loop = settings_from_config(config.rollout, tools=config.tools, seed=settings.seed)
         result = collect_rows(teacher.engine, teacher.tokenizer, teacher.tools, samples, settings=loop)  # fmt: skip
         rows, stats = result.rows, result.stats
-    for tool in teacher.tools:
-        tool.sandbox.close()
+    teacher.tools.close()
     write_jsonl(path, rows)
     path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     say(f"{len(rows)} SFT conversations ({'stitched' if settings.stitched else 'real'}): {_collect_line(stats)}")  # fmt: skip
@@ -174,7 +173,7 @@ def evaluate_model(
     from toolrl.eval.benchmarks import load_benchmark
     from toolrl.eval.runner import evaluate
     from toolrl.rollout.engines.factory import build_engine
-    from toolrl.tools.code_interpreter import CodeInterpreter
+    from toolrl.tools.registry import build_tools
 
     eval_dir = out / "eval" / stage
     upstream = {"base": "model", "sft": "sft"}.get(stage)
@@ -187,14 +186,14 @@ def evaluate_model(
         return json.loads((eval_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
     engine = build_engine(config, model_path, device=device, purpose="the demo's evaluation")
-    tools = [CodeInterpreter.from_config(config.tools)]
+    tools = build_tools(config.tools)
     sets = {name: load_benchmark(name, path)[:limit] for name, path in benchmarks.items()}
     try:
         summaries = _evaluate_with_bar(
             evaluate, engine, model_path, tools, sets, config, eval_dir, stage, progress
         )
     finally:
-        tools[0].sandbox.close()
+        tools.close()
     if cacheable:
         cache.mark(f"eval_{stage}", digest)
     return summaries

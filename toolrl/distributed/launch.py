@@ -244,17 +244,17 @@ def start_ranks(placement: Placement) -> list:
     return ranks
 
 
-def tools_factory_of(config: Config, placement: Placement, tools) -> Callable[[], list] | None:
-    """What a rollout worker calls to build its tools: given tools, a sandbox pool, or None
-    (the worker's own code interpreter)."""
+def tools_factory_of(config: Config, placement: Placement, tools) -> Callable[[], Any] | None:
+    """What a rollout worker calls to build its tools: given tools; the run's tools with the
+    code interpreter served by a sandbox pool; or None (the worker builds the run's tools)."""
     if tools is not None:
         return lambda: tools
-    if not placement.sandbox_workers:
+    tools_cfg = config.tools
+    if not placement.sandbox_workers or "code_interpreter" not in tools_cfg.enabled:
         return None
     from toolrl.distributed.sandbox import PooledTool
     from toolrl.tools.code_interpreter import CodeInterpreter
 
-    tools_cfg = config.tools
     pool = PooledTool.start(
         lambda: CodeInterpreter.from_config(tools_cfg),
         placement.sandbox_workers,
@@ -262,7 +262,21 @@ def tools_factory_of(config: Config, placement: Placement, tools) -> Callable[[]
         num_cpus=CPU_SHARE,
         scheduling_strategy="SPREAD",
     )
-    return lambda: [pool]
+    return lambda: with_pooled_interpreter(tools_cfg, pool)
+
+
+def with_pooled_interpreter(tools_cfg, pool):
+    """The tools `tools_cfg` chooses, in order, with `pool` as the code interpreter."""
+    from toolrl.tools.registry import build_tools
+    from toolrl.tools.toolset import ToolSet
+
+    enabled = tools_cfg.enabled
+    others = build_tools(
+        dataclasses.replace(tools_cfg, enabled=[n for n in enabled if n != "code_interpreter"])
+    )
+    ordered = [pool if name == "code_interpreter" else others.tools[name] for name in enabled]
+    ordered += [tool for name, tool in others.tools.items() if name not in enabled]  # MCP tools
+    return ToolSet(ordered, call_timeout=tools_cfg.call_timeout, on_close=[others.close])
 
 
 def fit_ray(config: Config, *, resume: bool = False, tools=None, reward_fn=None) -> Path:

@@ -244,13 +244,13 @@ def detect_schema(path: str | Path) -> str:
             return "aime25"
         if {"prompt", "test", "entry_point"} <= columns:
             return "humaneval"
-        if {"prompt", "reward_model"} <= columns:
-            return "rl"
+        if {"prompt", "reward_model"} <= columns or {"question", "golden_answers"} <= columns:
+            return "rl"  # verl rows, or Search-R1 QA rows (`load_rl_samples` reads both)
         raise DataError(
             f"{path}: row 0: columns {sorted(columns)} fit no benchmark schema (AIME 2024 "
             "`Problem`/`Answer`, AIME 2025 `problem`/`answer`, GPQA `problem`/`solution`/"
             "`domain`, LiveCodeBench `problem`/`reward_model`, HumanEval `prompt`/`test`/"
-            "`entry_point`, verl `prompt`/`reward_model`)"
+            "`entry_point`, verl `prompt`/`reward_model`, Search-R1 `question`/`golden_answers`)"
         )
     raise DataError(f"{path}: the file has no rows")
 

@@ -35,6 +35,7 @@ from toolrl.eval.metrics import benchmark_metrics, normalize_vote, summarize_cou
 from toolrl.rewards.base import Grade, run_sync
 from toolrl.rewards.registry import Graders
 from toolrl.rollout.agent_loop import AgentLoop, settings_from_config
+from toolrl.tools.metrics import tool_use_metrics
 from toolrl.types import Sample, Trajectory
 
 
@@ -274,11 +275,9 @@ def summarize(
             metrics.update({f"{prefix}/{key}": v for key, v in values.items()})
             intervals.update({f"{prefix}/{key}": v for key, v in cis.items()})
     n = max(len(flat), 1)
-    calls = sum(r["num_tool_calls"] for r in flat)
     metrics[f"score/mean@{eval_cfg.k}"] = sum(r["score"] for r in flat) / n
-    metrics["tool/calls_per_response"] = calls / n
-    metrics["tool/success_rate"] = (
-        sum(r["num_successful_tool_calls"] for r in flat) / calls if calls else 0.0
+    metrics.update(
+        tool_use_metrics([(c["name"], c["status"]) for c in r["tool_calls"]] for r in flat)
     )
     metrics["response_length/mean"] = sum(r["response_length"] for r in flat) / n
     stop_reasons = summarize_counts(r["stop_reason"] for r in flat)

@@ -7,7 +7,10 @@ Routing, first match wins:
    data source containing "code" to its code grader; LiveCodeBench, HumanEval and the like are
    added here);
 3. `choice`: it contains one of `CHOICE_MARKERS` (GPQA);
-4. `math`: everything else (as in the released system).
+4. `qa`: it is one of `QA_SOURCES` (Search-R1's open-domain QA sets) or contains `search_qa`
+   (what `load_rl_samples` names raw `question` / `golden_answers` rows): exact match after
+   SQuAD normalisation (`rewards/qa.py`), one mode;
+5. `math`: everything else (as in the released system).
 
 Modes: `math` grades in `strict` or `equivalent` mode (`rewards/math.py`). `choice` in strict
 mode is the paper's check (the boxed content must be exactly the letter, in the last 100
@@ -35,21 +38,24 @@ from toolrl.rewards.base import Grade, Grader, run_sync
 from toolrl.rewards.choice import ChoiceGrader
 from toolrl.rewards.code import EXECUTIONS, CodeGrader, parse_tests
 from toolrl.rewards.math import MathGrader
+from toolrl.rewards.qa import QAGrader
 from toolrl.rewards.shaping import num_completed_tool_calls, shape_rewards
 from toolrl.rewards.verifier import MathVerifier
 from toolrl.types import Sample, Trajectory
 
-Kind = Literal["math", "choice", "code"]
+Kind = Literal["math", "choice", "code", "qa"]
 MODES = ("strict", "equivalent")
 CODE_MARKERS = ("code", "livecodebench", "lcb", "humaneval", "mbpp", "leetcode", "taco", "apps")
 CHOICE_MARKERS = ("gpqa", "mmlu", "multiple_choice")
+QA_SOURCES = ("nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
+QA_MARKER = "search_qa"
 _REGISTERED: dict[str, Kind] = {}
 
 
 def register_data_source(name: str, kind: Kind) -> None:
     """Route `data_source == name` to the `kind` grader (overrides the substring rules)."""
-    if kind not in ("math", "choice", "code"):
-        raise ValueError(f"unknown grader kind {kind!r} (use math, choice or code)")
+    if kind not in ("math", "choice", "code", "qa"):
+        raise ValueError(f"unknown grader kind {kind!r} (use math, choice, code or qa)")
     _REGISTERED[name] = kind
 
 
@@ -62,6 +68,8 @@ def grader_kind(data_source: str) -> Kind:
         return "code"
     if any(marker in lowered for marker in CHOICE_MARKERS):
         return "choice"
+    if lowered in QA_SOURCES or QA_MARKER in lowered:
+        return "qa"
     return "math"
 
 
@@ -92,7 +100,7 @@ class Graders:
         if mode not in MODES:
             raise ValueError(f"unknown grading mode {mode!r} (use strict or equivalent)")
         kind = grader_kind(data_source)
-        key = (kind, "code" if kind == "code" else mode)
+        key = (kind, kind if kind in ("code", "qa") else mode)
         if key not in self._cache:
             self._cache[key] = self._build(kind, mode)
         return self._cache[key]
@@ -108,8 +116,10 @@ class Graders:
         )
 
     def modes(self, data_source: str) -> tuple[str, ...]:
-        """The modes evaluation reports for a data source: both, except for code."""
-        return ("code",) if grader_kind(data_source) == "code" else MODES
+        """The modes evaluation reports for a data source: both, except for code and QA
+        (one way to grade each)."""
+        kind = grader_kind(data_source)
+        return {"code": ("code",), "qa": ("strict",)}.get(kind, MODES)
 
     def _build(self, kind: str, mode: str) -> Grader:
         scores = {
@@ -118,6 +128,8 @@ class Graders:
         }
         if kind == "code":
             return CodeGrader(sandbox=self.sandbox, execution=self.code_execution, **scores)
+        if kind == "qa":
+            return QAGrader(**scores)
         if kind == "choice" and mode == "equivalent":
             return ChoiceGrader(**scores)
         math_mode = "strict" if kind == "choice" else mode

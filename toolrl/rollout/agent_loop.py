@@ -51,6 +51,7 @@ from toolrl.rollout.engines.base import (
     GenerationRequest,
     GenerationResult,
 )
+from toolrl.tools.toolset import ToolSet, TrajectoryTools, as_toolset
 from toolrl.types import Sample, ToolCall, Trajectory, Turn
 
 
@@ -253,15 +254,22 @@ class BatchScheduler:
 
 
 class AgentLoop:
-    """Runs n rollouts per sample through an engine and a set of tools."""
+    """Runs n rollouts per sample through an engine and a set of tools.
+
+    `tools` is the run's `ToolSet` (or a plain list of tools); each trajectory is offered the
+    tools its sample's row allows (`ToolSet.offered`), opens its own sessions of per-trajectory
+    tools, and closes them when it ends."""
 
     def __init__(
-        self, engine: Engine, tokenizer, tools: list[Any], settings: LoopSettings | None = None
+        self,
+        engine: Engine,
+        tokenizer,
+        tools: ToolSet | list[Any],
+        settings: LoopSettings | None = None,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
-        self.tools = {tool.name: tool for tool in tools}
-        self.schemas = [tool.schema for tool in tools]
+        self.tools = as_toolset(tools)
         self.settings = settings or LoopSettings()
         self.wrapper = ObservationWrapper(tokenizer)
         self.eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
@@ -343,7 +351,8 @@ class AgentLoop:
             await scheduler.close()
 
     def start(self, sample: Sample, group_index: int = 0) -> Trajectory:
-        prompt = render(self.tokenizer, sample.messages, self.schemas, add_generation_prompt=True)
+        schemas = self.tools.schemas_for(sample)
+        prompt = render(self.tokenizer, sample.messages, schemas, add_generation_prompt=True)
         return Trajectory(
             sample=sample, prompt_ids=encode(self.tokenizer, prompt), group_index=group_index
         )
@@ -352,13 +361,17 @@ class AgentLoop:
         self, traj: Trajectory, scheduler: BatchScheduler, tool_slots: asyncio.Semaphore, seed: int
     ) -> None:
         started, state = time.monotonic(), State.GENERATE
-        while state is not State.DONE:
-            if self._out_of_time(started):
-                traj.stop_reason, state = "timeout", State.DONE
-            elif state is State.GENERATE:
-                state = await self._generate(traj, scheduler, seed)
-            else:
-                state = await self._call_tools(traj, tool_slots, started)
+        tools = self.tools.open(traj.sample)
+        try:
+            while state is not State.DONE:
+                if self._out_of_time(started):
+                    traj.stop_reason, state = "timeout", State.DONE
+                elif state is State.GENERATE:
+                    state = await self._generate(traj, scheduler, seed)
+                else:
+                    state = await self._call_tools(traj, tools, tool_slots, started)
+        finally:
+            await tools.close()
         traj.check()
 
     def _out_of_time(self, started: float) -> bool:
@@ -424,13 +437,17 @@ class AgentLoop:
         return State.CALL_TOOLS
 
     async def _call_tools(
-        self, traj: Trajectory, tool_slots: asyncio.Semaphore, started: float
+        self,
+        traj: Trajectory,
+        tools: TrajectoryTools,
+        tool_slots: asyncio.Semaphore,
+        started: float,
     ) -> State:
         turn = traj.turns[-1]
-        parsed = parse_tool_calls(turn.text, self.schemas, self.settings.max_parallel_calls)
+        parsed = parse_tool_calls(turn.text, tools.schemas, self.settings.max_parallel_calls)
         t0 = time.monotonic()
         turn.tool_calls = list(
-            await asyncio.gather(*(self._run_call(c, tool_slots, started) for c in parsed))
+            await asyncio.gather(*(self._run_call(c, tools, tool_slots, started) for c in parsed))
         )
         turn.tool_s = time.monotonic() - t0
         if any(call.status == "infra_error" for call in turn.tool_calls):
@@ -447,7 +464,11 @@ class AgentLoop:
         return State.GENERATE
 
     async def _run_call(
-        self, call: ParsedCall, tool_slots: asyncio.Semaphore, started: float
+        self,
+        call: ParsedCall,
+        tools: TrajectoryTools,
+        tool_slots: asyncio.Semaphore,
+        started: float,
     ) -> ToolCall:
         if call.error is not None:
             return ToolCall(call.name, call.arguments, "parse_error", f"Error: {call.error}")
@@ -456,23 +477,13 @@ class AgentLoop:
         remaining = limit - (t0 - started) if limit > 0 else None
         try:
             async with tool_slots:
-                result = await asyncio.wait_for(
-                    self.tools[call.name].call(call.arguments), remaining
-                )
+                result = await asyncio.wait_for(tools.call(call.name, call.arguments), remaining)
         except TimeoutError:
             return ToolCall(
                 call.name,
                 call.arguments,
                 "error",
                 "Error: the trajectory ran out of time",
-                time.monotonic() - t0,
-            )
-        except Exception as err:  # a tool that raises is an infrastructure fault, not the model's
-            return ToolCall(
-                call.name,
-                call.arguments,
-                "infra_error",
-                f"Error: tool failed: {err}",
                 time.monotonic() - t0,
             )
         return ToolCall(call.name, call.arguments, result.status, result.text, result.elapsed_s)

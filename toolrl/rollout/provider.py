@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.base import Engine, PolicyEngine
+from toolrl.tools.toolset import ToolSet
 from toolrl.types import Sample, Trajectory
 
 
@@ -30,7 +31,7 @@ class RolloutProvider(Protocol):
         ...
 
     @property
-    def tools(self) -> list[Any]:
+    def tools(self) -> ToolSet:
         """The tools the trajectories call (validation offers the same)."""
         ...
 
@@ -64,7 +65,9 @@ class RolloutProvider(Protocol):
 class LocalRollout:
     """A `RolloutProvider` in this process: an `AgentLoop` over a `PolicyEngine`."""
 
-    def __init__(self, engine: PolicyEngine, tokenizer, tools: list[Any], settings: LoopSettings):
+    def __init__(
+        self, engine: PolicyEngine, tokenizer, tools: ToolSet | list[Any], settings: LoopSettings
+    ):
         self.loop = AgentLoop(engine, tokenizer, tools, settings)
         self.version = 0
 
@@ -73,8 +76,8 @@ class LocalRollout:
         return self.loop.engine  # type: ignore[return-value]
 
     @property
-    def tools(self) -> list[Any]:
-        return list(self.loop.tools.values())
+    def tools(self) -> ToolSet:
+        return self.loop.tools
 
     @property
     def max_context_length(self) -> int:

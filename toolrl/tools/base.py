@@ -40,6 +40,39 @@ class Tool(Protocol):
     async def call(self, arguments: dict[str, Any]) -> ToolResult: ...
 
 
+@runtime_checkable
+class ToolSession(Protocol):
+    """A tool bound to one trajectory: called like a `Tool`, closed when the trajectory ends."""
+
+    name: str
+
+    @property
+    def schema(self) -> dict[str, Any]: ...
+
+    async def call(self, arguments: dict[str, Any]) -> ToolResult: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PerTrajectoryTool(Protocol):
+    """A tool that gives each trajectory its own session (state, or a row's `create_kwargs`)."""
+
+    name: str
+
+    @property
+    def schema(self) -> dict[str, Any]: ...
+
+    def open(self, **create_kwargs: Any) -> ToolSession:
+        """A fresh session; `create_kwargs` come from the dataset row (`extra_info.tools_kwargs
+        .<name>.create_kwargs`); an unknown one raises ValueError naming it."""
+        ...
+
+    def close(self) -> None:
+        """Release what the tool holds across trajectories (processes, servers)."""
+        ...
+
+
 def function_schema(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI function-calling schema: {"type": "function", "function": {...}}."""
     return {

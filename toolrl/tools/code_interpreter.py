@@ -142,13 +142,14 @@ class CodeInterpreter:
         self.notebook_print = notebook_print
 
     @classmethod
-    def from_config(cls, tools) -> CodeInterpreter:
+    def from_config(cls, tools, sandbox: SandboxBackend | None = None) -> CodeInterpreter:
         """The tool as a `ToolsConfig` describes it: the local sandbox, or the SandboxFusion /
-        toolrl server at `tools.sandbox_url`, with the tool's time and memory limits."""
+        toolrl server at `tools.sandbox_url`, with the tool's time and memory limits (`sandbox`:
+        one already built that way, shared with other tools)."""
         from toolrl.sandbox.factory import build_sandbox
 
         limits = Limits(timeout_s=tools.timeout, memory_mb=tools.memory_mb)
-        sandbox = build_sandbox(
+        sandbox = sandbox or build_sandbox(
             tools.sandbox_url or None, limits=limits, max_concurrency=tools.max_concurrent
         )
         return cls(sandbox, max_output_chars=tools.output_max_chars, limits=limits)

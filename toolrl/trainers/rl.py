@@ -47,6 +47,7 @@ from toolrl.algorithms import (
 from toolrl.config import Config
 from toolrl.rollout.async_rollout import staleness_metrics
 from toolrl.rollout.provider import RolloutProvider
+from toolrl.tools.metrics import trajectory_tool_metrics
 from toolrl.trainers.batching import (
     TokenBatch,
     device_of,
@@ -501,7 +502,6 @@ def rollout_metrics(trajectories: list[Trajectory]) -> dict[str, float]:
     """Rollout statistics under verl's names, plus tool-use analytics (the paper's Sec. 5)."""
     n = max(1, len(trajectories))
     lengths = [t.response_length for t in trajectories] or [0]
-    calls = sum(t.num_tool_calls for t in trajectories)
     metrics = {
         "critic/score/mean": sum(t.reward_info.get("score", t.reward or 0.0) for t in trajectories)
         / n,
@@ -516,10 +516,7 @@ def rollout_metrics(trajectories: list[Trajectory]) -> dict[str, float]:
         / n,
         "prompt_length/mean": sum(len(t.prompt_ids) for t in trajectories) / n,
         "num_turns/mean": sum(len(t.turns) for t in trajectories) / n,
-        "tool/calls_per_response": calls / n,
-        "tool/success_rate": sum(t.num_successful_tool_calls for t in trajectories) / calls
-        if calls
-        else 0.0,
+        **trajectory_tool_metrics(trajectories),
     }
     for t in trajectories:
         key = f"stop_reason/{t.stop_reason}"

@@ -15,13 +15,14 @@ import torch
 import yaml
 
 from toolrl.chat import encode, render
-from toolrl.config import Config, check_rl
+from toolrl.config import Config, ConfigError, check_rl
 from toolrl.data.io import write_jsonl
 from toolrl.data.rl import load_rl_samples
 from toolrl.rollout.agent_loop import settings_from_config
 from toolrl.rollout.engines.factory import build_engine
 from toolrl.rollout.provider import LocalRollout, RolloutProvider
 from toolrl.rollout.records import trajectory_record
+from toolrl.tools.toolset import ToolSet, as_toolset
 from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from toolrl.trainers.model_io import load_policy, resolve_model_path
 from toolrl.trainers.optim import build_optimizer, build_scheduler, due
@@ -34,24 +35,27 @@ def run_dir_of(config: Config) -> Path:
     return Path(config.trainer.output_dir) / config.trainer.run_name
 
 
-def load_prompts(config: Config, tokenizer, tool_schemas: list[dict]) -> tuple[list, int]:
-    """Training samples from every train file; prompts over max_prompt_length are dropped and counted."""
+def load_prompts(config: Config, tokenizer, tools: ToolSet | list) -> tuple[list, int]:
+    """Training samples from every train file; prompts over max_prompt_length are dropped and
+    counted. Each prompt is rendered with the tools its row is offered; a row whose
+    `extra_info.tools_kwargs` does not fit the run's tools fails here, before any rollout."""
     if not config.data.train_files:
         raise ValueError(
             "data.train_files is empty: give RL data (jsonl or parquet in the verl schema)"
         )
     samples = [s for path in config.data.train_files for s in load_rl_samples(path)]
-    limit = config.data.max_prompt_length
-    kept = [
-        s
-        for s in samples
-        if len(
-            encode(
-                tokenizer, render(tokenizer, s.messages, tool_schemas, add_generation_prompt=True)
-            )
+    limit, toolset = config.data.max_prompt_length, as_toolset(tools)
+
+    def length(s) -> int:
+        schemas = toolset.schemas_for(s)
+        return len(
+            encode(tokenizer, render(tokenizer, s.messages, schemas, add_generation_prompt=True))
         )
-        <= limit
-    ]
+
+    try:
+        kept = [s for s in samples if length(s) <= limit]
+    except ValueError as err:  # a row's tools_kwargs
+        raise ConfigError(str(err)) from err
     if not kept:
         raise ValueError(f"every prompt is longer than data.max_prompt_length={limit} tokens")
     return kept, len(samples) - len(kept)
@@ -138,10 +142,11 @@ def default_reward_fn(config: Config):
     )
 
 
-def default_tools(config: Config) -> list:
-    from toolrl.tools.code_interpreter import CodeInterpreter
+def default_tools(config: Config) -> ToolSet:
+    """The tools `config.tools` chooses (`toolrl.tools.registry.build_tools`)."""
+    from toolrl.tools.registry import build_tools
 
-    return [CodeInterpreter.from_config(config.tools)]
+    return build_tools(config.tools)
 
 
 def build_rl_trainer(
@@ -168,7 +173,7 @@ def build_rl_trainer(
     parallel = parallel or SingleProcess()
     model = parallel.prepare(model)
     tools = tools if tools is not None else default_tools(config)
-    samples, dropped = load_prompts(config, tokenizer, [t.schema for t in tools])
+    samples, dropped = load_prompts(config, tokenizer, tools)
     if dropped:
         print(
             f"note: dropped {dropped} prompts longer than data.max_prompt_length", file=sys.stderr
