@@ -15,7 +15,7 @@ import yaml
 
 from toolrl.chat import encode, render
 from toolrl.config import Config, check_rl
-from toolrl.data.io import write_jsonl
+from toolrl.data.io import DataError, write_jsonl
 from toolrl.data.rl import load_rl_samples
 from toolrl.rollout.agent_loop import settings_from_config
 from toolrl.rollout.engines.factory import build_engine
@@ -36,10 +36,15 @@ def run_dir_of(config: Config) -> Path:
 def load_prompts(config: Config, tokenizer, tool_schemas: list[dict]) -> tuple[list, int]:
     """Training samples from every train file; prompts over max_prompt_length are dropped and counted."""
     if not config.data.train_files:
-        raise ValueError(
+        raise DataError(
             "data.train_files is empty: give RL data (jsonl or parquet in the verl schema)"
         )
-    samples = [s for path in config.data.train_files for s in load_rl_samples(path)]
+    samples = []
+    for path in config.data.train_files:
+        rows = load_rl_samples(path)
+        if not rows:
+            raise DataError(f"{path}: no rows (data.train_files names an empty file)")
+        samples += rows
     limit = config.data.max_prompt_length
     kept = [
         s
@@ -52,7 +57,10 @@ def load_prompts(config: Config, tokenizer, tool_schemas: list[dict]) -> tuple[l
         <= limit
     ]
     if not kept:
-        raise ValueError(f"every prompt is longer than data.max_prompt_length={limit} tokens")
+        raise DataError(
+            f"every prompt of data.train_files is longer than data.max_prompt_length={limit} "
+            "tokens: raise data.max_prompt_length"
+        )
     return kept, len(samples) - len(kept)
 
 
