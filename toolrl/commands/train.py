@@ -64,7 +64,6 @@ def _train(name: str, train, args: argparse.Namespace) -> int:
     from toolrl.config import ConfigError
     from toolrl.data.io import DataError
     from toolrl.rollout.engines.factory import EngineError
-
     from toolrl.trainers.checkpoint import RunDirInUse, claim_run_dir
 
     try:
