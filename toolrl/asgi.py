@@ -24,7 +24,7 @@ BACKLOG = 2048
 class AppServer:
     """`app` served by uvicorn on `host:port` (see the module docstring)."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, *, graceful_s: float = 10.0):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, *, graceful_s: float = 5.0):
         import uvicorn
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

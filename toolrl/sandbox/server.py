@@ -26,9 +26,10 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from toolrl.asgi import AppServer
 from toolrl.sandbox import rundir
@@ -107,6 +108,10 @@ def build_app(sandbox: SandboxBackend, max_timeout_s: float = 300.0) -> FastAPI:
     """The FastAPI app: /run_code, /v1/ping, /health."""
     app = FastAPI(title="toolrl sandbox", docs_url=None, redoc_url=None)
     counts = {"runs": 0}
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # the client left mid-body: nobody reads this
 
     @app.middleware("http")
     async def _limit_size(request: Request, call_next):

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from toolrl.serving.protocol import RequestError, error_body
 
@@ -34,6 +35,10 @@ def build_app(server: OpenAIServer) -> FastAPI:
     @app.exception_handler(RequestError)
     async def _refused(_request: Request, exc: RequestError) -> JSONResponse:
         return error(exc.status, str(exc), exc.param)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # the client left mid-body: nobody reads this
 
     @app.exception_handler(Exception)
     async def _failed(_request: Request, exc: Exception) -> JSONResponse:
