@@ -165,6 +165,7 @@ def test_chat_completion_renders_with_the_template(served, tiny_tokenizer):
         ("/v1/completions", {"prompt": "hi", "logprobs": 5}, 400, "`logprobs`"),
         ("/v1/completions", {"prompt": "hi", "temperature": "0.7"}, 400, "`temperature`"),
         ("/v1/completions", {"prompt": "hi", "max_tokens": 0}, 400, "`max_tokens`"),
+        ("/v1/completions", {"prompt": "hi", "temperature": float("nan")}, 400, "`temperature`"),
         ("/v1/completions", {"prompt": "hi", "frobnicate": 1}, 400, "`frobnicate` is not"),
         ("/v1/completions", {"max_tokens": 3}, 400, "`prompt` is required"),
         (
@@ -344,3 +345,16 @@ def test_the_openai_client_hears_why_a_parameter_is_refused(client):
         client.chat.completions.create(model="s", messages=messages, presence_penalty=0.5)
     with pytest.raises(openai.BadRequestError, match="`n`"):
         client.chat.completions.create(model="s", messages=messages, n=0)
+
+
+def test_malformed_http_gets_a_400(scripted_server):
+    import socket
+
+    host, port = scripted_server.http.address
+    for request in (
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{oops",
+    ):
+        with socket.create_connection((host, port), timeout=10) as connection:
+            connection.sendall(request)
+            assert connection.recv(4096).startswith(b"HTTP/1.1 400")

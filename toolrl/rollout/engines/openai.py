@@ -305,6 +305,7 @@ class OpenAIEngine(ContinuousEngine):
             headers["Authorization"] = f"Bearer {self.api_key}"
         http = self._client()
         started, attempt, last_problem = time.monotonic(), 0, ""
+        budget = round(deadline - started, 1)  # what the caller allowed, as it was configured
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
@@ -317,9 +318,7 @@ class OpenAIEngine(ContinuousEngine):
             except httpx.TransportError as err:  # refused, reset, timed out, a broken answer
                 timed_out = isinstance(err, httpx.TimeoutException)
                 problem = (
-                    f"no answer within {deadline - started:.3g}s"
-                    if timed_out
-                    else f"{type(err).__name__}: {err}"
+                    f"no answer within {budget:g}s" if timed_out else f"{type(err).__name__}: {err}"
                 )
                 if timed_out and last_problem:
                     problem += f"; before that: {last_problem}"
