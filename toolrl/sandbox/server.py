@@ -28,7 +28,6 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from toolrl.asgi import AppServer
@@ -144,7 +143,7 @@ def build_app(sandbox: SandboxBackend, max_timeout_s: float = 300.0) -> FastAPI:
             message = f"language {request.language!r} is not supported by this server (only python)"
             result = RunResult.sandbox_error(message, sandbox.isolation)
         else:
-            result = await run_in_threadpool(sandbox.run_sync, **kwargs)
+            result = await sandbox.run(**kwargs)  # bounded by the sandbox's own concurrency
         counts["runs"] += 1
         return JSONResponse(result.to_dict())
 

@@ -3,24 +3,28 @@ format (`{"error": {"message", "type", "param", "code"}}`) for every failure, SS
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from toolrl.serving.protocol import RequestError, error_body
-
-if TYPE_CHECKING:
-    from toolrl.serving.server import OpenAIServer
+from toolrl.serving.protocol import RequestError, error_body, json_body
 
 ROUTES = "/health, /v1/models, /v1/completions, /v1/chat/completions"
 
 
-def build_app(server: OpenAIServer) -> FastAPI:
-    from toolrl.serving.server import json_body
+class Routes(Protocol):
+    """What answers each route (`OpenAIServer`): a dict, or SSE lines for a stream."""
 
+    def health(self) -> dict[str, Any]: ...
+    def models(self) -> dict[str, Any]: ...
+    async def completions(self, body: Any) -> Any: ...
+    async def chat_completions(self, body: Any) -> Any: ...
+
+
+def build_app(server: Routes) -> FastAPI:
     app = FastAPI(title="toolrl serve", docs_url=None, redoc_url=None)
 
     def error(status: int, message: str, param: str | None = None) -> JSONResponse:

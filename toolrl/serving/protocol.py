@@ -8,6 +8,7 @@ OpenAI API defines but this server cannot honour are declared too (`UNSUPPORTED`
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -145,3 +146,18 @@ def request_error(err: ValidationError) -> RequestError:
 def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def json_body(raw: bytes) -> Any:
+    """The parsed body; text no tokenizer can take (a lone surrogate such as "\\ud800") is a 400."""
+    try:
+        body = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(400, f"the request body is not valid JSON ({err})") from None
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RequestError(
+            400, f"the request body holds a lone surrogate ({err.object[err.start]!r}): not text"
+        ) from None
+    return body

@@ -28,7 +28,6 @@ loop awaits their futures, so no thread waits per request.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import Any
@@ -347,18 +346,3 @@ def _head(out: dict[str, Any]) -> dict[str, Any]:
 
 def _usage_if(req, out: dict[str, Any]) -> dict[str, int] | None:
     return out["usage"] if req.stream_options and req.stream_options.include_usage else None
-
-
-def json_body(raw: bytes) -> Any:
-    """The parsed body; text no tokenizer can take (a lone surrogate such as "\\ud800") is a 400."""
-    try:
-        body = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RequestError(400, f"the request body is not valid JSON ({err})") from None
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise RequestError(
-            400, f"the request body holds a lone surrogate ({err.object[err.start]!r}): not text"
-        ) from None
-    return body
