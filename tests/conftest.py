@@ -43,3 +43,45 @@ def tiny_tokenizer():
     from toolrl.models.tiny import build_tokenizer
 
     return build_tokenizer()
+
+
+def _burst(url: str, n: int = 64, body: dict | None = None) -> dict:
+    """Open `n` connections at once (a barrier releases them together), send one request on
+    each (POST `body` as JSON, or GET), and count the outcomes: status codes or error names."""
+    import http.client
+    import json
+    import threading
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    barrier = threading.Barrier(n)
+    outcomes: list = [None] * n
+
+    def one(i: int) -> None:
+        connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
+        data = json.dumps(body) if body is not None else None
+        method = "POST" if body is not None else "GET"
+        headers = {"Content-Type": "application/json"}
+        barrier.wait()
+        try:  # connects here, all together
+            connection.request(method, parsed.path, body=data, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            outcomes[i] = response.status
+        except Exception as err:  # a reset or refused connection is what this counts
+            outcomes[i] = type(err).__name__
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
+
+
+@pytest.fixture(scope="session")
+def burst():
+    """`burst(url, n, body)`: n simultaneous connections, their outcomes counted."""
+    return _burst

@@ -12,7 +12,7 @@ import toolrl
 ROOT = Path(toolrl.__file__).parent
 
 LAYERS = [
-    {"types", "chat", "config"},
+    {"types", "chat", "config", "asgi"},
     {"algorithms", "sandbox", "models", "template_check"},
     {"tools"},
     {"rollout", "rewards"},

@@ -162,7 +162,25 @@ def test_chat_completion_renders_with_the_template(served, tiny_tokenizer):
     ("path", "payload", "status", "message"),
     [
         ("/v1/completions", {"prompt": "hi", "stop": ["\n"]}, 400, "stop_token_ids"),
-        ("/v1/completions", {"prompt": "hi", "stream": True}, 400, "streaming"),
+        ("/v1/completions", {"prompt": "hi", "logprobs": 5}, 400, "`logprobs`"),
+        ("/v1/completions", {"prompt": "hi", "temperature": "0.7"}, 400, "`temperature`"),
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 0}, 400, "`max_tokens`"),
+        ("/v1/completions", {"prompt": "hi", "temperature": float("nan")}, 400, "`temperature`"),
+        ("/v1/completions", {"prompt": "hi", "frobnicate": 1}, 400, "`frobnicate` is not"),
+        ("/v1/completions", {"max_tokens": 3}, 400, "`prompt` is required"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "\ud800"}]},
+            400,
+            "lone surrogate",
+        ),
+        ("/v1/chat/completions", {"messages": [], "top_logprobs": 2}, 400, "`top_logprobs`"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"},
+            400,
+            "tool_choice",
+        ),
         ("/v1/completions", {"prompt": [1, 10**9]}, 400, "outside the vocabulary"),
         ("/v1/completions", {"prompt": [1] * 5000}, 400, "context is 4096"),
         ("/v1/completions", {"prompt": "hi", "model": "gpt-4"}, 404, "not served here"),
@@ -237,3 +255,106 @@ def test_chat_parses_hermes_tool_calls_and_reads_them_back(tiny_tokenizer):
         )
         assert "<tool_call>" in body["choices"][0]["message"]["content"]
         assert http(server.url + "/health")[1]["requests_done"] == 3
+
+
+def test_a_burst_of_connections_is_answered_not_reset(served, burst):
+    # http.server's backlog of 5 reset up to 47 of such a burst; now each gets its completion.
+    body = {"prompt": [72, 105], "max_tokens": 2, "temperature": 0}
+    assert burst(served.url + "/v1/completions", 64, body) == {200: 64}
+    assert burst(served.url + "/health", 128) == {200: 128}
+
+
+@pytest.fixture
+def scripted_server(tiny_tokenizer):
+    def policy(context):
+        return "I will compute.\n" + call("print(6 * 7)")
+
+    engine = ScriptedEngine(tiny_tokenizer, policy)
+    with OpenAIServer(engine, tiny_tokenizer, model_name="s", max_model_len=4096).start() as server:
+        yield server
+
+
+@pytest.fixture
+def client(scripted_server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=scripted_server.url + "/v1", api_key="none", max_retries=0)
+
+
+def test_the_openai_client_gets_n_choices_with_tool_calls(client):
+    messages = [{"role": "user", "content": "6 * 7?"}]
+    reply = client.chat.completions.create(
+        model="s", messages=messages, tools=[CODE_INTERPRETER_SCHEMA], n=3, logprobs=True
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    for choice in reply.choices:
+        assert choice.finish_reason == "tool_calls" and choice.message.content == "I will compute."
+        [tool_call] = choice.message.tool_calls
+        assert tool_call.function.name == "code_interpreter"
+        assert json.loads(tool_call.function.arguments) == {"code": "print(6 * 7)"}
+        assert choice.logprobs.content
+    assert reply.usage.completion_tokens > 0
+    completion = client.completions.create(model="s", prompt="hi", max_tokens=4, n=2)
+    assert len(completion.choices) == 2
+
+
+def test_the_openai_client_streams_chat_with_tool_calls(client):
+    messages = [{"role": "user", "content": "6 * 7?"}]
+    stream = client.chat.completions.create(
+        model="s",
+        messages=messages,
+        tools=[CODE_INTERPRETER_SCHEMA],
+        n=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
+    for index in (0, 1):
+        deltas = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == index]
+        assert deltas[0].delta.role == "assistant" and deltas[-1].finish_reason == "tool_calls"
+        content = "".join(d.delta.content or "" for d in deltas)
+        calls = [t for d in deltas for t in d.delta.tool_calls or []]
+        assert content == "I will compute." and calls[0].id and calls[0].function.name
+        arguments = "".join(t.function.arguments or "" for t in calls)
+        assert json.loads(arguments) == {"code": "print(6 * 7)"} and len(calls) > 2
+    # the SDK's own stream accumulator puts the message back together
+    with client.chat.completions.stream(
+        model="s", messages=messages, tools=[CODE_INTERPRETER_SCHEMA]
+    ) as stream:
+        final = stream.get_final_completion()
+    [tool_call] = final.choices[0].message.tool_calls
+    assert json.loads(tool_call.function.arguments) == {"code": "print(6 * 7)"}
+
+
+def test_the_openai_client_streams_completions_token_by_token(client, scripted_server):
+    whole = client.completions.create(model="s", prompt="hi", max_tokens=6, seed=1)
+    chunks = list(
+        client.completions.create(model="s", prompt="hi", max_tokens=6, seed=1, stream=True)
+    )
+    texts = [c.choices[0].text for c in chunks if c.choices]
+    assert "".join(texts) == whole.choices[0].text and len(texts) == 7  # 6 tokens, then finish
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_the_openai_client_hears_why_a_parameter_is_refused(client):
+    openai = pytest.importorskip("openai")
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError, match="top alternatives are not computed"):
+        client.chat.completions.create(model="s", messages=messages, logprobs=True, top_logprobs=3)
+    with pytest.raises(openai.BadRequestError, match="`presence_penalty`"):
+        client.chat.completions.create(model="s", messages=messages, presence_penalty=0.5)
+    with pytest.raises(openai.BadRequestError, match="`n`"):
+        client.chat.completions.create(model="s", messages=messages, n=0)
+
+
+def test_malformed_http_gets_a_400(scripted_server):
+    import socket
+
+    host, port = scripted_server.http.address
+    for request in (
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{oops",
+    ):
+        with socket.create_connection((host, port), timeout=10) as connection:
+            connection.sendall(request)
+            assert connection.recv(4096).startswith(b"HTTP/1.1 400")

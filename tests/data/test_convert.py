@@ -199,6 +199,6 @@ def test_cli_validates_rows_and_names_file_row_column(tmp_path, capsys):
     src = tmp_path / "bad.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["data", "convert", str(src), str(tmp_path / "bad.parquet")]) == 2
-    assert "bad.jsonl: row 1: column `reward_model`" in capsys.readouterr().err
+    assert "bad.jsonl: row 2: column `reward_model`" in capsys.readouterr().err
     assert main(["data", "convert", "--no-validate", str(src), str(tmp_path / "bad.parquet")]) == 0
     assert main(["data", "convert", str(src), str(tmp_path / "bad.csv")]) == 2

@@ -45,16 +45,16 @@ def test_json_string_columns_are_decoded(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"prompt": None}, "row 1: column `prompt` must be a non-empty list"),
-        ({"prompt": [{"role": "robot", "content": "x"}]}, "row 1: column `prompt`[0]"),
-        ({"data_source": 3}, "row 1: column `data_source`"),
+        ({"prompt": None}, "row 2: column `prompt` must be a non-empty list"),
+        ({"prompt": [{"role": "robot", "content": "x"}]}, "row 2: column `prompt`[0]"),
+        ({"data_source": 3}, "row 2: column `data_source`"),
         (
             {"reward_model": {"style": "rule"}},
-            "row 1: column `reward_model` must be a mapping with `ground_truth`",
+            "row 2: column `reward_model` must be a mapping with `ground_truth`",
         ),
         (
             {"reward_model": "{not json"},
-            "row 1: column `reward_model` is a string but not valid JSON",
+            "row 2: column `reward_model` is a string but not valid JSON",
         ),
     ],
 )
@@ -69,10 +69,10 @@ def test_malformed_rows_name_file_row_and_column(tmp_path, change, message):
 def test_missing_column_and_bad_files(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({k: v for k, v in ROW.items() if k != "data_source"}) + "\n")
-    with pytest.raises(DataError, match="row 0: missing column `data_source`"):
+    with pytest.raises(DataError, match="row 1: missing column `data_source`"):
         load_rl_samples(path)
     path.write_text("{oops\n")
-    with pytest.raises(DataError, match="row 0: not valid JSON"):
+    with pytest.raises(DataError, match="row 1: not valid JSON"):
         load_rl_samples(path)
     with pytest.raises(DataError, match="unsupported file type"):
         (tmp_path / "bad.csv").write_text("a,b\n")

@@ -119,7 +119,7 @@ def test_errors_name_file_and_row(tmp_path):
     path.write_text(
         json.dumps(rl_row(0, "q")) + "\n" + json.dumps({"prompt": "[]", "data_source": "d"}) + "\n"
     )
-    with pytest.raises(DataError, match=r"x\.jsonl: row 1: column `prompt`"):
+    with pytest.raises(DataError, match=r"x\.jsonl: row 2: column `prompt`"):
         dataset_stats(path)
     (tmp_path / "y.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(DataError, match="neither `prompt`"):

@@ -56,11 +56,11 @@ def test_humaneval_comes_from_the_package():
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([{"Problem": "x", "Answer": 1}, {"Problem": "y"}], r"row 1: missing column `Answer`"),
-        ([{"problem": "p", "solution": "BC", "domain": "d"}], r"row 0: column `solution` must be one option letter"),
-        ([{"problem": "p", "reward_model": "{not json"}], r"row 0: column `reward_model` is not valid JSON"),
-        ([{"problem": "p", "reward_model": "{}"}], r"row 0: column `reward_model` needs `ground_truth`"),
-        ([{"question": "p"}], r"row 0: columns \['question'\] fit no benchmark schema"),
+        ([{"Problem": "x", "Answer": 1}, {"Problem": "y"}], r"row 2: missing column `Answer`"),
+        ([{"problem": "p", "solution": "BC", "domain": "d"}], r"row 1: column `solution` must be one option letter"),
+        ([{"problem": "p", "reward_model": "{not json"}], r"row 1: column `reward_model` is not valid JSON"),
+        ([{"problem": "p", "reward_model": "{}"}], r"row 1: column `reward_model` needs `ground_truth`"),
+        ([{"question": "p"}], r"row 1: columns \['question'\] fit no benchmark schema"),
     ],
 )  # fmt: skip
 def test_malformed_files_name_file_row_and_column(tmp_path, rows, message):

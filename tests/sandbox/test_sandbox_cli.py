@@ -7,7 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+
+import pytest
 
 from toolrl.cli import main
 
@@ -63,3 +66,46 @@ def test_serve_answers_run_code_then_stops() -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+def _cgroups_of(pid: int) -> list[str]:
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(root, d) for d in dirs if d.startswith(f"toolrl-sandbox-{pid}-")]
+        if root.count(os.sep) > 6:
+            dirs[:] = []
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_cleans_up_on_sigterm_and_sigint(sig, tmp_path) -> None:
+    from toolrl.sandbox.testing import descendants, process_table
+
+    def live_processes() -> set[int]:  # zombies wait for a reaper that is not ours to be
+        return {pid for pid, (_, state) in process_table().items() if state != "Z"}
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolrl.cli", "sandbox", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TOOLRL_SANDBOX_DIR": str(runs)},
+    )
+    try:
+        url = process.stdout.readline().split()[1]
+        body = json.dumps({"code": "open('f', 'w').write('x'); print(1)", "run_timeout": 5})
+        request = urllib.request.Request(url, data=body.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["run_result"]["stdout"] == "1\n"
+        children = descendants(process.pid)
+        assert children and list(runs.iterdir())  # workers and a run root exist while serving
+    finally:
+        process.send_signal(sig)
+        assert process.wait(timeout=30) == 0
+    assert not list(runs.iterdir())  # the run root and every run directory are gone
+    assert not _cgroups_of(process.pid)
+    deadline = time.monotonic() + 10  # a worker may take a moment to see its parent gone
+    while (alive := [p for p in children if p in live_processes()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, f"processes left behind: {alive}"

@@ -26,13 +26,9 @@ from toolrl.sandbox.server import SandboxHTTPServer
 
 @pytest.fixture(scope="module")
 def server(strongest_sandbox: Sandbox):
-    httpd = SandboxHTTPServer(("127.0.0.1", 0), strongest_sandbox)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    httpd = SandboxHTTPServer(("127.0.0.1", 0), strongest_sandbox).start()
     yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
+    httpd.close()
 
 
 def post_like_verl(url: str, code: str, stdin: str = "", timeout: int = 5, **extra) -> tuple:
@@ -187,3 +183,47 @@ def test_client_retries_5xx_but_not_4xx() -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_burst_of_connections_is_answered_not_reset(server: SandboxHTTPServer, burst) -> None:
+    # http.server's backlog of 5 reset most of such a burst; every connection gets its answer.
+    assert burst(server.url, 64, {"code": "print(1)", "language": "python"}) == {200: 64}
+    ping = server.url.replace("/run_code", "/v1/ping")
+    assert burst(ping, 128) == {200: 128}
+
+
+def raw_http(server: SandboxHTTPServer, request: bytes) -> bytes:
+    host, port = server.address
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(request)
+        return connection.recv(4096)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "why"),
+    [
+        ('{"code": "print(1)\\ud800"}', "code", "lone surrogate U+D800"),
+        ('{"code": "print(1)", "run_timeout": NaN}', "run_timeout", "finite number"),
+        ('{"code": "print(1)", "run_timeout": -1}', "run_timeout", "greater than 0"),
+        ('{"code": "print(1)", "run_timeout": "5"}', "run_timeout", "valid number"),
+        ('{"code": "print(1)", "stdin": 3}', "stdin", "valid string"),
+        ('{"code": "print(1)", "memory_limit_MB": 1.5}', "memory_limit_MB", "valid integer"),
+        ('{"code": "print(1)", "files": {"a": "%%%"}}', "files", "base64"),
+        ('{"code": 1', "body", "not valid JSON"),
+    ],
+)
+def test_bad_fields_get_a_422_naming_them(server: SandboxHTTPServer, body, field, why) -> None:
+    request = urllib.request.Request(server.url, data=body.encode(), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    assert error.value.code == 422
+    detail = json.loads(error.value.read())["detail"]
+    assert field in detail and why in detail
+
+
+def test_malformed_http_gets_a_400(server: SandboxHTTPServer) -> None:
+    answer = raw_http(
+        server, b"POST /run_code HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}"
+    )
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert raw_http(server, b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")

@@ -129,16 +129,16 @@ def test_truncation_and_empty_rows_are_counted(tiny_tokenizer, tmp_path):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"messages": []}, "row 1: column `messages` must be a non-empty list"),
+        ({"messages": []}, "row 2: column `messages` must be a non-empty list"),
         (
             {"messages": [{"role": "user", "content": "hi"}]},
-            "row 1: column `messages` has no assistant message",
+            "row 2: column `messages` has no assistant message",
         ),
         (
             {"messages": [{"role": "bot", "content": "hi"}]},
-            "row 1: column `messages`[0] needs a role",
+            "row 2: column `messages`[0] needs a role",
         ),
-        ({"messages": "[oops"}, "row 1: column `messages` or `tools` is not valid JSON"),
+        ({"messages": "[oops"}, "row 2: column `messages` or `tools` is not valid JSON"),
     ],
 )
 def test_malformed_rows_fail_with_file_and_row(tiny_tokenizer, tmp_path, row, message):

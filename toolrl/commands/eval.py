@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from toolrl.eval.runner import evaluate, mode_label
     from toolrl.rollout.engines.factory import EngineError
 
+    if args.limit < 0:
+        print(f"error: --limit must be >= 0, got {args.limit}", file=sys.stderr)
+        return 2
     overrides = list(args.overrides)
     for key, value in (("k", args.k), ("temperature", args.temperature), ("top_p", args.top_p)):
         if value is not None:

@@ -34,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import sys
     import time
+    from pathlib import Path
 
     from toolrl.config import ConfigError, load_config
     from toolrl.data.io import DataError, write_jsonl
@@ -44,9 +46,17 @@ def run(args: argparse.Namespace) -> int:
     from toolrl.rollout.engines.factory import EngineError
     from toolrl.rollout.records import trajectory_record
 
+    if args.n < 1 or args.limit < 0:
+        print(
+            f"error: --n must be >= 1 and --limit >= 0 (got {args.n}, {args.limit})",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = load_config(args.recipe, args.overrides)
         samples = load_rl_samples(args.data)
+        if not samples:
+            raise DataError(f"{args.data}: no rows (an empty data file): nothing to roll out")
         stack = load_rollout_stack(
             args.model, config, device=args.device, seed=args.seed, purpose="toolrl rollout"
         )
@@ -67,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         tools.close()
-    write_jsonl(args.out, [trajectory_record(t, tokenizer) for t in trajectories])
+    # Written under a temporary name and renamed: a crash never leaves a half-written --out.
+    partial = Path(f"{args.out}.partial")
+    write_jsonl(partial, [trajectory_record(t, tokenizer) for t in trajectories])
+    os.replace(partial, args.out)
     elapsed = time.monotonic() - started
     reasons: dict[str, int] = {}
     for t in trajectories:

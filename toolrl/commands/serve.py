@@ -39,7 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
     import sys
     from pathlib import Path
 
@@ -85,20 +84,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # SIGTERM stops the server like Ctrl-C does (the tests and process managers send it).
-    signal.signal(signal.SIGTERM, _interrupt)
     print(
-        f"serving {server.model_name} at {server.url}/v1 (context {context}); Ctrl-C stops",
+        f"serving {server.model_name} at {server.url}/v1 (context {context}); "
+        "Ctrl-C or SIGTERM stops",
         flush=True,
     )
     try:
-        server.serve_forever()
+        server.serve_forever()  # SIGINT and SIGTERM alike: requests in flight finish first
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
     return 0
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6")
         parser.add_argument(
             "--resume", action="store_true", help="continue from the last complete checkpoint"
+        )
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="the run directory holds an old run: move it aside (to NAME.old-N) and start anew",
         )
         parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
         parser.set_defaults(handler=run_sft if name == "sft" else run_rl)
@@ -58,10 +64,18 @@ def _train(name: str, train, args: argparse.Namespace) -> int:
     from toolrl.config import ConfigError
     from toolrl.data.io import DataError
     from toolrl.rollout.engines.factory import EngineError
+    from toolrl.trainers.checkpoint import RunDirInUse, claim_run_dir
 
     try:
-        run_dir = train(_config(args))
-    except (ConfigError, DataError, EngineError, FileNotFoundError) as err:
+        config = _config(args)
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other: give one")
+        run_dir = Path(config.trainer.output_dir) / config.trainer.run_name
+        aside = claim_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+        if aside is not None:
+            print(f"note: moved the old run in {run_dir} to {aside}", file=sys.stderr)
+        run_dir = train(config)
+    except (ConfigError, DataError, EngineError, FileNotFoundError, RunDirInUse) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{name} finished: {run_dir}")

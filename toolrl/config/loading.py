@@ -153,6 +153,15 @@ def validate(config: Config, *, source: str = "<config>") -> None:
         )
     if not 0 < ro.top_p <= 1 or not 0 < config.eval.top_p <= 1:
         problems.append("`rollout.top_p` and `eval.top_p` must be in (0, 1]")
+    for key, value in (("lr", t.lr), ("grad_clip", t.grad_clip)):
+        if not value > 0:  # also catches NaN
+            problems.append(f"`trainer.{key}` must be > 0, got {value:g}")
+    if not t.weight_decay >= 0:
+        problems.append(f"`trainer.weight_decay` must be >= 0, got {t.weight_decay:g}")
+    if t.total_steps < 0 or t.epochs < 1:
+        problems.append("`trainer.total_steps` must be >= 0 and `trainer.epochs` >= 1")
+    if config.eval.k < 1:
+        problems.append(f"`eval.k` (--k) must be >= 1, got {config.eval.k}")
     if not 0 <= t.warmup_ratio < 1:
         problems.append("`trainer.warmup_ratio` must be in [0, 1)")
     if t.micro_batch_size < 1 or t.ppo_mini_batch_size < 1:
@@ -165,7 +174,9 @@ def validate(config: Config, *, source: str = "<config>") -> None:
             "recomputed (algorithm.old_log_probs=auto or recompute)"
         )
     if t.mode == "async" and config.cluster.backend == "ray":
-        problems.append("`trainer.mode=async` runs in one process; it does not take cluster.backend=ray yet")
+        problems.append(
+            "`trainer.mode=async` runs in one process; it does not take cluster.backend=ray yet"
+        )
     if t.logprob_micro_batch_size < 1:
         problems.append("`trainer.logprob_micro_batch_size` must be >= 1")
     c = config.cluster

@@ -80,7 +80,7 @@ def parquet_to_jsonl(src: str | Path, dst: str | Path) -> ConvertReport:
                 if name in json_columns:
                     if value is None:
                         continue  # the key was absent from the original row
-                    value = _loads(value, f"{src}: row {i}: column `{name}`")
+                    value = _loads(value, f"{src}: row {i + 1}: column `{name}`")
                 row[name] = value
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     sidecar = schema_path(dst)

@@ -13,21 +13,29 @@ class DataError(ValueError):
 
 
 def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (row number, row) from a .jsonl or .parquet file; rows are numbered from 0."""
+    """Yield (row number, row) from a .jsonl or .parquet file. Rows are numbered from 1 as
+    people count them: in a jsonl file the row number is the line number (blank lines count),
+    so a message's "row 3" is what an editor shows as line 3."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        for i, row in enumerate(table.to_pylist()):
-            yield i, row
+        for i, row in enumerate(_parquet_rows(path)):
+            yield i + 1, row
     elif path.suffix in (".jsonl", ".json"):
-        for line, row in read_jsonl(path, what="row"):
-            yield line - 1, row
+        yield from read_jsonl(path, what="row")
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .parquet)")
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable parquet file ({err})") from None
 
 
 def read_jsonl(
@@ -42,23 +50,29 @@ def read_jsonl(
     short by a crash mid-write must not make a log unreadable.
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
             try:
-                row = json.loads(line)
-                problem = None if isinstance(row, dict) else "must be a JSON object"
-            except json.JSONDecodeError as err:
-                row, problem = None, f"not valid JSON ({err.msg})"
-            index = number if what == "line" else number - 1
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                line, problem = "", f"not UTF-8 text (byte {err.start + 1} of the line)"
+            else:
+                if not line.strip():
+                    continue
+                problem = None
+            if problem is None:
+                try:
+                    row = json.loads(line)
+                    problem = None if isinstance(row, dict) else "must be a JSON object"
+                except json.JSONDecodeError as err:
+                    row, problem = None, f"not valid JSON ({err.msg})"
             if problem is None:
                 yield number, row
             elif skip_bad:
                 if notes is not None:
                     notes.append(f"{path}: line {number}: {problem}; skipped")
             else:
-                raise DataError(f"{path}: {what} {index}: {problem}")
+                raise DataError(f"{path}: {what} {number}: {problem}")
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -3,7 +3,8 @@
 A row has `prompt` (a list of chat messages, or a JSON string of one), `data_source`,
 `reward_model.ground_truth` (also accepted as a JSON string of the `reward_model` dict, as
 LiveCodeBench files store it), and optional `extra_info` and `ability`. The sample id is
-`extra_info.index` when present, else `<file stem>:<row>`.
+`extra_info.index` when present, else `<file stem>:<row - 1>` (numbered from 0, as the ids of
+earlier releases were; messages number rows from 1).
 
 A row with `question` and `golden_answers` and no `prompt` is Search-R1's raw QA format: it
 becomes a user turn asking to search and box the answer (`QA_INSTRUCTION`), graded by exact
@@ -59,7 +60,7 @@ def row_to_sample(row: dict[str, Any], path: str | Path, index: int) -> Sample:
     extra_info = _json_field(row, "extra_info", where, default={}) or {}
     if not isinstance(extra_info, dict):
         raise DataError(f"{where}: column `extra_info` must be a mapping")
-    sample_id = str(extra_info.get("index", f"{Path(path).stem}:{index}"))
+    sample_id = str(extra_info.get("index", f"{Path(path).stem}:{index - 1}"))
     return Sample(
         id=sample_id,
         messages=[{"role": m["role"], "content": m["content"]} for m in messages],

@@ -35,7 +35,10 @@ def load_sft_examples(paths: list[str], tokenizer, max_length: int) -> SFTData:
     """Render every conversation; malformed rows fail with file and row."""
     examples, truncated, dropped = [], 0, 0
     for path in paths:
-        for index, row in read_rows(path):
+        rows = list(read_rows(path))
+        if not rows:
+            raise DataError(f"{path}: no rows (an empty data file)")
+        for index, row in rows:
             messages, tools = parse_sft_row(row, f"{path}: row {index}")
             try:
                 rendered = render_with_mask(tokenizer, messages, tools)

@@ -148,7 +148,7 @@ def dataset_stats(
     kind = "rl" if "prompt" in rows[0][1] else "sft" if "messages" in rows[0][1] else None
     if kind is None:
         raise DataError(
-            f"{path}: row 0 has neither `prompt` (RL) nor `messages` (SFT): {', '.join(rows[0][1])}"
+            f"{path}: row {rows[0][0]} has neither `prompt` (RL) nor `messages` (SFT): {', '.join(rows[0][1])}"
         )
     parse = _rl_record if kind == "rl" else _sft_record
     records = [parse(row, path, i, tokenizer) for i, row in rows]

@@ -103,7 +103,7 @@ def _sample_id(row: dict[str, Any], path: Path, i: int) -> str:
     for key in ("id", "ID", "task_id", "question_id", "index"):
         if row.get(key) not in (None, ""):
             return str(row[key])
-    return f"{path.stem}:{i}"
+    return f"{path.stem}:{i - 1}"  # `i` counts from 1; ids count from 0, as they always have
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -215,7 +215,7 @@ def _read_humaneval(path: Path):
     import gzip
 
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
+        for i, line in enumerate(f, 1):
             if line.strip():
                 yield i, json.loads(line)
 
@@ -232,7 +232,7 @@ LOADERS: dict[str, Callable[[Path], list[Sample]]] = {
 
 def detect_schema(path: str | Path) -> str:
     """The loader for a file, from the columns of its first row."""
-    for _, row in read_rows(path):
+    for number, row in read_rows(path):
         columns = set(row)
         if {"Problem", "Answer"} <= columns:
             return "aime24"
@@ -247,7 +247,7 @@ def detect_schema(path: str | Path) -> str:
         if {"prompt", "reward_model"} <= columns or {"question", "golden_answers"} <= columns:
             return "rl"  # verl rows, or Search-R1 QA rows (`load_rl_samples` reads both)
         raise DataError(
-            f"{path}: row 0: columns {sorted(columns)} fit no benchmark schema (AIME 2024 "
+            f"{path}: row {number}: columns {sorted(columns)} fit no benchmark schema (AIME 2024 "
             "`Problem`/`Answer`, AIME 2025 `problem`/`answer`, GPQA `problem`/`solution`/"
             "`domain`, LiveCodeBench `problem`/`reward_model`, HumanEval `prompt`/`test`/"
             "`entry_point`, verl `prompt`/`reward_model`, Search-R1 `question`/`golden_answers`)"

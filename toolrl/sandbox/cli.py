@@ -6,6 +6,7 @@
 
 `run` exits with 0 when the program succeeded, 1 when it failed (error, timeout, limit) and 3 when
 the sandbox itself could not run it. Only the standard library is imported at module level.
+`serve` stops on SIGINT or SIGTERM alike, and leaves no process, run directory or cgroup behind.
 """
 
 from __future__ import annotations
@@ -125,14 +126,16 @@ def serve_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print(f"serving {server.url} (isolation: {sandbox.isolation}); Ctrl-C stops", flush=True)
+    print(
+        f"serving {server.url} (isolation: {sandbox.isolation}); Ctrl-C or SIGTERM stops",
+        flush=True,
+    )
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns after a graceful shutdown on SIGINT or SIGTERM
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        sandbox.close()
+        sandbox.close()  # kills its workers, removes its run directories and cgroups
     return 0
 
 

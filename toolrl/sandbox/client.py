@@ -1,5 +1,6 @@
 """`RemoteSandbox`: the sandbox interface backed by a SandboxFusion (or `toolrl sandbox serve`)
-server over HTTP, with timeouts and bounded retries.
+server over HTTP (httpx, one pooled client: at most `max_concurrency` connections, kept alive
+between runs), with timeouts and bounded retries.
 
 Retried (with exponential backoff): connection failures, timeouts, HTTP 429 and 5xx, and bodies
 that are not a valid response. Not retried: a well-formed response, whatever its status (a
@@ -13,11 +14,11 @@ import asyncio
 import base64
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from toolrl.sandbox.backend import SandboxBackend
 from toolrl.sandbox.result import Limits, RunResult
@@ -58,6 +59,10 @@ class RemoteSandbox:
         self._executor = ThreadPoolExecutor(
             self.max_concurrency, thread_name_prefix="sandbox-client"
         )
+        pool = httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
+        self._http = httpx.Client(limits=pool, headers={"Accept": "application/json"})
 
     @property
     def isolation(self) -> str:
@@ -105,24 +110,18 @@ class RemoteSandbox:
         )
 
     def _post(self, body: bytes, timeout: float) -> dict:
-        request = urllib.request.Request(
-            self.url,
-            data=body,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-            method="POST",
-        )
+        headers = {"Content-Type": "application/json"}
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode(errors="replace")
-            if exc.code in _RETRIABLE_HTTP:
-                raise _Retriable(f"HTTP {exc.code}: {detail}") from exc
-            return _http_error_result(exc.code, detail)
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise _Retriable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from exc
+            response = self._http.post(self.url, content=body, headers=headers, timeout=timeout)
+        except httpx.TransportError as exc:  # refused, reset, timed out, a broken answer
+            raise _Retriable(f"{type(exc).__name__}: {exc or 'no answer'}") from exc
+        if response.status_code >= 400:
+            detail = response.content[:300].decode(errors="replace")
+            if response.status_code in _RETRIABLE_HTTP:
+                raise _Retriable(f"HTTP {response.status_code}: {detail}")
+            return _http_error_result(response.status_code, detail)
         try:
-            data = json.loads(raw)
+            data = json.loads(response.content)
             RunResult.from_dict(data)
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, AttributeError) as exc:
             raise _Retriable(f"invalid response body: {exc}") from exc
@@ -144,8 +143,9 @@ class RemoteSandbox:
         )
 
     def close(self) -> None:
-        """Stop the thread pool (each request uses its own connection)."""
+        """Stop the thread pool and close the pooled connections."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
 
 
 class _Retriable(Exception):

@@ -1,14 +1,19 @@
 """An HTTP server with SandboxFusion's `POST /run_code` contract, backed by the local sandbox.
 
 Existing SandboxFusion clients (verl's `sandbox_fusion` reward and tool, among others) can point
-at `toolrl sandbox serve` unchanged. Request fields: `code` (required), `language` ("python";
-others are answered with a SandboxError result), `stdin`, `run_timeout` (seconds),
-`compile_timeout` (accepted, unused: Python has no compile step here), `memory_limit_MB` (-1 or
-absent: the server's default), `files` (name -> base64, written into the run directory),
-`fetch_files` (names whose content comes back base64 in `files`). The response is a
-RunCodeResponse (see `result.py`). `GET /v1/ping` answers "pong".
+at `toolrl sandbox serve` unchanged. Request fields (`RunCodeRequest`): `code` (required),
+`language` ("python"; others are answered with a SandboxError result), `stdin`, `run_timeout`
+(seconds), `compile_timeout` (accepted, unused: Python has no compile step here),
+`memory_limit_MB` (-1 or absent: the server's default), `files` (name -> base64, written into
+the run directory), `fetch_files` (names whose content comes back base64 in `files`); other
+fields are ignored, as SandboxFusion ignores what it does not use. The response is a
+RunCodeResponse (see `result.py`). A request that breaks the contract gets a 422 (as
+SandboxFusion, itself a FastAPI app, answers) whose `detail` names the field. `GET /v1/ping`
+answers "pong"; `GET /health` reports the isolation level and the runs done.
 
-Standard library only: one thread per connection, runs bounded by the sandbox's concurrency.
+FastAPI on uvicorn (`toolrl.asgi.AppServer`): a real listen backlog, and SIGINT or SIGTERM shut
+down gracefully, after which `toolrl sandbox serve` closes the sandbox (its workers are killed,
+its run directories and cgroups removed). Runs are bounded by the sandbox's concurrency.
 """
 
 from __future__ import annotations
@@ -18,10 +23,14 @@ import binascii
 import dataclasses
 import json
 import logging
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import ClientDisconnect
+
+from toolrl.asgi import AppServer
 from toolrl.sandbox import rundir
 from toolrl.sandbox.backend import SandboxBackend
 from toolrl.sandbox.result import Limits, RunResult
@@ -29,38 +38,52 @@ from toolrl.sandbox.result import Limits, RunResult
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 << 20
 PYTHON_LANGUAGES = ("python", "python3")
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class RequestError(ValueError):
     """A request that does not follow the RunCodeRequest contract (answered with 422)."""
 
 
-def parse_request(body: dict[str, Any], defaults: Limits, max_timeout_s: float) -> dict:
-    """Validate a RunCodeRequest; returns keyword arguments for `SandboxBackend.run`."""
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    code = body.get("code")
-    if not isinstance(code, str):
-        raise RequestError("field 'code' is required and must be a string")
-    stdin = body.get("stdin") or ""
-    if not isinstance(stdin, str):
-        raise RequestError("field 'stdin' must be a string or null")
+class RunCodeRequest(BaseModel):
+    """SandboxFusion's RunCodeRequest, as far as a Python sandbox uses it."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    code: str
+    language: str = "python"
+    stdin: str | None = None
+    run_timeout: Seconds | None = None
+    compile_timeout: Seconds | None = None
+    memory_limit_MB: int | None = None
+    files: dict[str, str | None] | None = None
+    fetch_files: list[str] | None = None
+
+    @field_validator("code", "stdin")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        # stdin may carry raw bytes as U+DC80..U+DCFF (surrogateescape, as RemoteSandbox sends
+        # them); any other lone surrogate cannot become the bytes a program reads.
+        if value is not None:
+            try:
+                value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as err:
+                bad = value[err.start]
+                raise ValueError(
+                    f"contains a lone surrogate U+{ord(bad):04X} at {err.start}"
+                ) from None
+        return value
+
+
+def parse_request(request: RunCodeRequest, defaults: Limits, max_timeout_s: float) -> dict:
+    """Keyword arguments for `SandboxBackend.run` from a validated request."""
     overrides: dict[str, Any] = {}
-    timeout = body.get("run_timeout")
-    if timeout is not None:
-        if not isinstance(timeout, int | float) or timeout <= 0:
-            raise RequestError("field 'run_timeout' must be a positive number of seconds")
-        overrides["timeout_s"] = min(float(timeout), max_timeout_s)
-    memory = body.get("memory_limit_MB")
-    if memory is not None and not isinstance(memory, int):
-        raise RequestError("field 'memory_limit_MB' must be an integer (-1 for the default)")
-    if memory is not None and memory > 0:
-        overrides["memory_mb"] = memory
+    if request.run_timeout is not None:
+        overrides["timeout_s"] = min(request.run_timeout, max_timeout_s)
+    if request.memory_limit_MB is not None and request.memory_limit_MB > 0:
+        overrides["memory_mb"] = request.memory_limit_MB
     files = {}
-    raw_files = body.get("files") or {}
-    if not isinstance(raw_files, dict):
-        raise RequestError("field 'files' must be an object mapping names to base64 contents")
-    for name, content in raw_files.items():
+    for name, content in (request.files or {}).items():
         if content is None:  # SandboxFusion allows (and skips) null contents
             continue
         try:
@@ -68,80 +91,85 @@ def parse_request(body: dict[str, Any], defaults: Limits, max_timeout_s: float) 
         except rundir.RunDirError as exc:
             raise RequestError(f"files: {exc}") from None
         try:
-            files[str(name)] = base64.b64decode(content, validate=True)
-        except (binascii.Error, TypeError) as exc:
+            files[name] = base64.b64decode(content, validate=True)
+        except binascii.Error as exc:
             raise RequestError(f"files[{name!r}] is not valid base64: {exc}") from None
-    fetch = body.get("fetch_files") or []
-    if not isinstance(fetch, list) or not all(isinstance(n, str) for n in fetch):
-        raise RequestError("field 'fetch_files' must be a list of file names")
     return {
-        "code": code,
-        "stdin": stdin,
+        "code": request.code,
+        "stdin": request.stdin or "",
         "limits": dataclasses.replace(defaults, **overrides),
         "files": files,
-        "fetch_files": fetch,
+        "fetch_files": list(request.fetch_files or []),
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: SandboxHTTPServer
-    protocol_version = "HTTP/1.1"
+def build_app(sandbox: SandboxBackend, max_timeout_s: float = 300.0) -> FastAPI:
+    """The FastAPI app: /run_code, /v1/ping, /health."""
+    app = FastAPI(title="toolrl sandbox", docs_url=None, redoc_url=None)
+    counts = {"runs": 0}
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # the client left mid-body: nobody reads this
 
-    def _send_json(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    @app.middleware("http")
+    async def _limit_size(request: Request, call_next):
+        length = request.headers.get("content-length", "0")
+        if length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+            return JSONResponse({"detail": "request too large"}, status_code=413)
+        return await call_next(request)
 
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/ping":
-            self._send_json(HTTPStatus.OK, "pong")
-        else:
-            self._send_json(HTTPStatus.NOT_FOUND, {"detail": f"no such endpoint: GET {self.path}"})
+    @app.get("/v1/ping")
+    def ping() -> str:
+        return "pong"
 
-    def do_POST(self) -> None:
-        if self.path.rstrip("/") != "/run_code":
-            self._send_json(HTTPStatus.NOT_FOUND, {"detail": f"no such endpoint: POST {self.path}"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
-            self._send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"detail": "request too large"})
-            self.close_connection = True
-            return
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "isolation": sandbox.isolation, "runs": counts["runs"]}
+
+    @app.post("/run_code")
+    async def run_code(raw: Request) -> JSONResponse:
+        # The body is JSON whatever its Content-Type says (clients of SandboxFusion differ).
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
-            request = parse_request(body, self.server.sandbox.limits, self.server.max_timeout_s)
-        except (json.JSONDecodeError, UnicodeDecodeError, RequestError) as exc:
-            self._send_json(HTTPStatus.UNPROCESSABLE_ENTITY, {"detail": str(exc)})
-            return
-        language = body.get("language", "python")
-        if language not in PYTHON_LANGUAGES:
-            message = f"language {language!r} is not supported by this server (only python)"
-            result = RunResult.sandbox_error(message, self.server.sandbox.isolation)
+            request = RunCodeRequest.model_validate(json.loads(await raw.body()))
+            kwargs = parse_request(request, sandbox.limits, max_timeout_s)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return JSONResponse({"detail": f"the body is not valid JSON: {exc}"}, 422)
+        except ValidationError as exc:
+            return JSONResponse({"detail": describe_errors(exc.errors())}, 422)
+        except RequestError as exc:
+            return JSONResponse({"detail": str(exc)}, 422)
+        if request.language not in PYTHON_LANGUAGES:
+            message = f"language {request.language!r} is not supported by this server (only python)"
+            result = RunResult.sandbox_error(message, sandbox.isolation)
         else:
-            result = self.server.sandbox.run_sync(**request)
-        self._send_json(HTTPStatus.OK, result.to_dict())
+            result = await sandbox.run(**kwargs)  # bounded by the sandbox's own concurrency
+        counts["runs"] += 1
+        return JSONResponse(result.to_dict())
+
+    return app
 
 
-class SandboxHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer holding the sandbox its handlers run code in."""
+def describe_errors(errors: list[dict]) -> str:
+    """pydantic's validation errors as one line naming each field: "field 'x': why; ..."."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        where = f"field '{'.'.join(loc)}'" if loc else "the request body"
+        parts.append(f"{where}: {error.get('msg', 'is invalid')}")
+    return "; ".join(parts) or "invalid request"
 
-    daemon_threads = True
+
+class SandboxHTTPServer(AppServer):
+    """`build_app(sandbox)` served at `address`; `url` is the `/run_code` URL clients use."""
 
     def __init__(
         self, address: tuple[str, int], sandbox: SandboxBackend, max_timeout_s: float = 300.0
     ) -> None:
-        super().__init__(address, _Handler)
+        super().__init__(build_app(sandbox, max_timeout_s), *address)
         self.sandbox = sandbox
-        self.max_timeout_s = max_timeout_s
 
     @property
     def url(self) -> str:
         """The `/run_code` URL clients should use."""
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/run_code"
+        return f"{self.base_url}/run_code"

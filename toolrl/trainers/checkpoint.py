@@ -69,6 +69,33 @@ def save_checkpoint(
     return final
 
 
+class RunDirInUse(ValueError):
+    """A run directory that already holds a run, given without --resume or --overwrite."""
+
+
+def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool = False) -> Path | None:
+    """Make sure a new run never mixes with an old one in `run_dir`.
+
+    Resuming continues what is there. Otherwise a non-empty `run_dir` is refused
+    (RunDirInUse), or with `overwrite` moved aside to `<name>.old-N` (returned) so that the new
+    run starts empty: old checkpoints left beside a new metrics.jsonl would make a later
+    --resume continue the old run.
+    """
+    run_dir = Path(run_dir)
+    if resume or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return None
+    if not overwrite:
+        raise RunDirInUse(
+            f"{run_dir} already holds a run: add --resume to continue it, --overwrite to move it "
+            "aside and start again, or choose another trainer.run_name"
+        )
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.old-{n}")).exists():
+        n += 1
+    os.replace(run_dir, aside)
+    return aside
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The complete checkpoint with the highest step, or None."""
     root = Path(run_dir) / "checkpoints"

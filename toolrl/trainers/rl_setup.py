@@ -16,7 +16,7 @@ import yaml
 
 from toolrl.chat import encode, render
 from toolrl.config import Config, ConfigError, check_rl
-from toolrl.data.io import write_jsonl
+from toolrl.data.io import DataError, write_jsonl
 from toolrl.data.rl import load_rl_samples
 from toolrl.rollout.agent_loop import settings_from_config
 from toolrl.rollout.engines.factory import build_engine
@@ -40,10 +40,15 @@ def load_prompts(config: Config, tokenizer, tools: ToolSet | list) -> tuple[list
     counted. Each prompt is rendered with the tools its row is offered; a row whose
     `extra_info.tools_kwargs` does not fit the run's tools fails here, before any rollout."""
     if not config.data.train_files:
-        raise ValueError(
+        raise DataError(
             "data.train_files is empty: give RL data (jsonl or parquet in the verl schema)"
         )
-    samples = [s for path in config.data.train_files for s in load_rl_samples(path)]
+    samples = []
+    for path in config.data.train_files:
+        rows = load_rl_samples(path)
+        if not rows:
+            raise DataError(f"{path}: no rows (data.train_files names an empty file)")
+        samples += rows
     limit, toolset = config.data.max_prompt_length, as_toolset(tools)
 
     def length(s) -> int:
@@ -57,7 +62,10 @@ def load_prompts(config: Config, tokenizer, tools: ToolSet | list) -> tuple[list
     except ValueError as err:  # a row's tools_kwargs
         raise ConfigError(str(err)) from err
     if not kept:
-        raise ValueError(f"every prompt is longer than data.max_prompt_length={limit} tokens")
+        raise DataError(
+            f"every prompt of data.train_files is longer than data.max_prompt_length={limit} "
+            "tokens: raise data.max_prompt_length"
+        )
     return kept, len(samples) - len(kept)
 
 
@@ -102,9 +110,7 @@ def async_rollout(config: Config, model, tokenizer, tools: list, prompts: Prompt
     if config.rollout.engine == "hf":
         copy = deepcopy(model).eval().requires_grad_(False)
         inner = build_engine(config, model.name_or_path, tokenizer=tokenizer, model=copy)
-        versioned = VersionedEngine(
-            inner, copy.load_state_dict, start, partial=t.partial_rollouts
-        )
+        versioned = VersionedEngine(inner, copy.load_state_dict, start, partial=t.partial_rollouts)
         validation = build_engine(config, model.name_or_path, tokenizer=tokenizer, model=model)
     else:
         inner = build_engine(config, model.name_or_path, tokenizer=tokenizer, needs_policy=True)

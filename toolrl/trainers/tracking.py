@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,11 @@ class MetricsLogger:
         """After a resume from step N, lines of steps > N (from the crashed run) are dropped."""
         if not self.path.exists():
             return
-        kept = [row for _, row in read_jsonl(self.path, skip_bad=True) if row["step"] <= step]
+        notes: list[str] = []
+        rows = [row for _, row in read_jsonl(self.path, skip_bad=True, notes=notes)]
+        for note in notes:  # a line cut short by the crash this run resumes from
+            print(f"note: {note} (a torn line, dropped)", file=sys.stderr)
+        kept = [row for row in rows if isinstance(row.get("step"), int) and row["step"] <= step]
         self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:

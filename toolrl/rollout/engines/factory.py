@@ -120,6 +120,9 @@ def _openai_engine(rollout, tokenizer, tool_schemas, api_key) -> Engine:
     return engine
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
 def load_tokenizer(path: str):
     """A tokenizer from a directory, or the embedded one for `tiny`."""
     if path == "tiny":
@@ -128,9 +131,16 @@ def load_tokenizer(path: str):
         return build_tokenizer()
     if not Path(path).is_dir():
         raise EngineError(f"{path}: no such model or tokenizer directory")
+    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        raise EngineError(
+            f"{path}: not a tokenizer directory (none of {', '.join(TOKENIZER_FILES)} is there)"
+        )
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise EngineError(f"{path}: the tokenizer cannot be loaded ({err})") from None
 
 
 def load_script(target: str) -> Callable[[str], str]:

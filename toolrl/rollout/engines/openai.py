@@ -19,7 +19,8 @@ Two ways to talk to the server:
   and evaluation, not as the old policy of an RL step; `top_k` and `seed` are sent but a hosted
   API may ignore them; prompts must be an optional system message and one user message.
 
-Requests run on a thread pool (`max_concurrency` in flight), each with a total `timeout` in
+Requests run on a thread pool (`max_concurrency` in flight, over one pooled httpx client that
+keeps its connections alive), each with a total `timeout` in
 seconds that includes its retries: connection failures, timeouts that leave time, and HTTP
 408/429/5xx are retried up to `max_retries` times with exponential backoff and jitter; other
 HTTP errors fail at once with the server's message. Nothing here uses an event loop, so the
@@ -32,16 +33,14 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from http.client import HTTPException
 from typing import Any, Literal
+
+import httpx
 
 from toolrl.chat import encode, end_of_turn_token
 from toolrl.rollout.engines.base import (
@@ -101,6 +100,7 @@ class OpenAIEngine(ContinuousEngine):
         """The server's context length if /v1/models reports it (vLLM, toolrl serve), else 0."""
         self.eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
         self._pool: ThreadPoolExecutor | None = None
+        self._http: httpx.Client | None = None
         self._lock = threading.Lock()
         self._reader = None
         self._warned: set[str] = set()
@@ -113,6 +113,7 @@ class OpenAIEngine(ContinuousEngine):
         Fails fast with OpenAIEngineError when the server is unreachable; picks the first model
         when none was named, and refuses a named model the server does not list.
         """
+        self._client()  # made first (it loads certificates): the deadline is the server's alone
         data = self._request("GET", "/v1/models", None, time.monotonic() + min(self.timeout, 30.0))
         models = data.get("data") if isinstance(data, dict) else None
         if not isinstance(models, list) or not models:
@@ -136,6 +137,10 @@ class OpenAIEngine(ContinuousEngine):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
 
     def __enter__(self) -> OpenAIEngine:
         return self
@@ -183,6 +188,7 @@ class OpenAIEngine(ContinuousEngine):
             return self._pool
 
     def _one(self, request: GenerationRequest) -> GenerationResult:
+        self._client()
         deadline = time.monotonic() + self.timeout
         if self.api == "completions":
             return self._complete(request, deadline)
@@ -297,37 +303,22 @@ class OpenAIEngine(ContinuousEngine):
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        http = self._client()
         started, attempt, last_problem = time.monotonic(), 0, ""
+        budget = round(deadline - started, 1)  # what the caller allowed, as it was configured
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0:
-                    raise TimeoutError
-                http_request = urllib.request.Request(
-                    url, data=body, method=method, headers=headers
+                    raise httpx.TimeoutException("the deadline passed")
+                response = http.request(
+                    method, url, content=body, headers=headers, timeout=remaining
                 )
-                with urllib.request.urlopen(http_request, timeout=remaining) as response:
-                    raw = response.read()
-                try:
-                    return json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise OpenAIEngineError(
-                        f"{method} {url}: the answer is not JSON: {raw[:200]!r}"
-                    ) from err
-            except urllib.error.HTTPError as err:
-                message = _error_message(err)
-                if err.code not in RETRY_STATUSES or attempt > self.max_retries:
-                    raise OpenAIEngineError(
-                        f"{method} {url}: HTTP {err.code}: {message}"
-                        + (f" (after {attempt} attempts)" if attempt > 1 else "")
-                    ) from None
-                last_problem = f"HTTP {err.code}: {message}"
-            except (urllib.error.URLError, HTTPException, OSError) as err:
-                reason = getattr(err, "reason", err)
-                timed_out = isinstance(reason, TimeoutError | socket.timeout)
+            except httpx.TransportError as err:  # refused, reset, timed out, a broken answer
+                timed_out = isinstance(err, httpx.TimeoutException)
                 problem = (
-                    f"no answer within {deadline - started:.3g}s" if timed_out else f"{reason}"
+                    f"no answer within {budget:g}s" if timed_out else f"{type(err).__name__}: {err}"
                 )
                 if timed_out and last_problem:
                     problem += f"; before that: {last_problem}"
@@ -339,10 +330,36 @@ class OpenAIEngine(ContinuousEngine):
                         "MODEL --port N`), is the URL right, and is --timeout long enough?"
                     ) from None
                 last_problem = problem
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                        raise OpenAIEngineError(
+                            f"{method} {url}: the answer is not JSON: {response.content[:200]!r}"
+                        ) from err
+                message = _error_message(response)
+                if response.status_code not in RETRY_STATUSES or attempt > self.max_retries:
+                    raise OpenAIEngineError(
+                        f"{method} {url}: HTTP {response.status_code}: {message}"
+                        + (f" (after {attempt} attempts)" if attempt > 1 else "")
+                    ) from None
+                last_problem = f"HTTP {response.status_code}: {message}"
             pause = min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * random.uniform(
                 0.5, 1.0
             )
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+
+    def _client(self) -> httpx.Client:
+        """One pooled httpx client: `max_concurrency` connections, kept alive between requests."""
+        with self._lock:
+            if self._http is None:
+                pool = httpx.Limits(
+                    max_connections=self.max_concurrency,
+                    max_keepalive_connections=self.max_concurrency,
+                )
+                self._http = httpx.Client(limits=pool)
+            return self._http
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -365,14 +382,11 @@ def _first_choice(data: Any) -> dict[str, Any]:
     return choices[0]
 
 
-def _error_message(err: urllib.error.HTTPError) -> str:
-    try:
-        raw = err.read()[:4000]
-    except OSError:
-        return err.reason or ""
+def _error_message(response: httpx.Response) -> str:
+    raw = response.content[:4000]
     try:
         data = json.loads(raw)
         error = data.get("error", data) if isinstance(data, dict) else data
         return str(error.get("message", error) if isinstance(error, dict) else error)
-    except (json.JSONDecodeError, AttributeError):
-        return raw.decode("utf-8", "replace").strip() or str(err.reason)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return raw.decode("utf-8", "replace").strip() or response.reason_phrase
