@@ -88,6 +88,6 @@ def test_search_r1_rows_load_and_route_to_the_qa_grader(tmp_path):
 
 def test_a_malformed_qa_row_names_file_row_and_column(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"question": "Q", "golden_answers": []}\n')
-    with pytest.raises(DataError, match=r"bad.jsonl: row 0: column `golden_answers`"):
+    path.write_text('{"question": "Q", "golden_answers": []}\n')  # line 1
+    with pytest.raises(DataError, match=r"bad.jsonl: row 1: column `golden_answers`"):
         load_rl_samples(path)
