@@ -5,7 +5,6 @@ run resumes without duplicated or missing steps."""
 import asyncio
 import json
 import random
-import signal
 import time
 
 import pytest
@@ -15,7 +14,7 @@ from toolrl.trainers.rl_setup import build_rl_trainer, fit
 from toolrl.trainers.tracking import read_metrics
 
 from .conftest import EchoTool, parity_reward, tiny_rl_config
-from .test_rl import run_fit
+from .test_rl import as_overrides, kill_during_step, run_fit
 
 UNTIMED = ("timing/", "async/", "rollout_corr/")
 
@@ -146,24 +145,11 @@ def test_a_partial_rollout_continues_with_the_new_weights_and_says_so(tiny_token
 
 @pytest.mark.slow
 def test_a_killed_async_run_resumes_without_duplicated_or_missing_steps(rl_config, tmp_path):
-    base = [
-        f"{k}.{f}={json.dumps(v) if not isinstance(v, str) else v}"
-        for k, sec in rl_config.to_dict().items()
-        for f, v in sec.items()
-        if k in ("model", "data", "rollout", "reward", "trainer") and not isinstance(v, dict)
-    ]
     overrides = [
-        *base, f"trainer.output_dir={tmp_path / 'b'}", "trainer.mode=async",
+        *as_overrides(rl_config), f"trainer.output_dir={tmp_path / 'b'}", "trainer.mode=async",
         "trainer.max_staleness=1",
     ]  # fmt: skip
-    marker = tmp_path / "marker"
-    proc = run_fit(overrides, tmp_path, slow_step=2, marker=str(marker))
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_during_step(overrides, tmp_path, 2)
     assert run_fit(overrides, tmp_path, resume=True).wait(timeout=300) == 0
     rows = read_metrics(tmp_path / "b" / "test")
     assert [r["step"] for r in rows] == [1, 2, 3]

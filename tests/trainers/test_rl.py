@@ -266,26 +266,37 @@ def run_fit(overrides, tmp_path, *, resume=False, slow_step=-1, marker=""):
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-@pytest.mark.slow
-def test_kill_and_resume_reproduces_the_uninterrupted_run(rl_config, tmp_path):
-    base = [
+def as_overrides(config):
+    """The model, data, rollout, reward and trainer settings of `config` as overrides."""
+    return [
         f"{k}.{f}={json.dumps(v) if not isinstance(v, str) else v}"
-        for k, sec in rl_config.to_dict().items()
+        for k, sec in config.to_dict().items()
         for f, v in sec.items()
         if k in ("model", "data", "rollout", "reward", "trainer")
     ]
-    straight = [*base, f"trainer.output_dir={tmp_path / 'a'}"]
-    killed = [*base, f"trainer.output_dir={tmp_path / 'b'}"]
-    assert run_fit(straight, tmp_path).wait(timeout=300) == 0
 
+
+def kill_during_step(overrides, tmp_path, step):
+    """Run `fit` in a subprocess and SIGKILL it while it is inside `step`."""
     marker = tmp_path / "marker"
-    proc = run_fit(killed, tmp_path, slow_step=2, marker=str(marker))
+    proc = run_fit(overrides, tmp_path, slow_step=step, marker=str(marker))
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    marker.unlink()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_the_uninterrupted_run(rl_config, tmp_path):
+    base = as_overrides(rl_config)
+    straight = [*base, f"trainer.output_dir={tmp_path / 'a'}"]
+    killed = [*base, f"trainer.output_dir={tmp_path / 'b'}"]
+    assert run_fit(straight, tmp_path).wait(timeout=300) == 0
+
+    kill_during_step(killed, tmp_path, 2)
     first = tmp_path / "b" / "test" / "rollouts" / "step_1.jsonl"
     written = first.stat().st_mtime_ns
     assert run_fit(killed, tmp_path, resume=True).wait(timeout=300) == 0

@@ -27,6 +27,7 @@ from typing import Any
 
 from toolrl.config import Config, from_dict
 from toolrl.distributed.data_parallel import full_state_dict
+from toolrl.rollout.provider import stamp_version
 from toolrl.trainers.rl_setup import default_reward_fn, default_tools, fit, run_dir_of
 from toolrl.types import Sample, Trajectory
 
@@ -148,10 +149,7 @@ class BroadcastRollout:
             self.workers.push_weights({k: v.cpu() for k, v in state.items()}, self.version)
             box[0] = self.workers.run(samples, n, seed=seed)
         dist.broadcast_object_list(box, src=0)
-        for t in box[0]:  # synchronous: every token comes from the weights just pushed
-            for turn in t.turns:
-                turn.weight_version = self.version
-        return box[0]
+        return stamp_version(box[0], self.version)  # every token from the weights just pushed
 
     def weights_updated(self, version: int) -> None:
         self.version = version  # sent with the weights before the next rollout

@@ -62,6 +62,14 @@ class RolloutProvider(Protocol):
         ...
 
 
+def stamp_version(trajectories: list[Trajectory], version: int) -> list[Trajectory]:
+    """Mark every turn as sampled by weight `version` (a synchronous rollout: all of them were)."""
+    for t in trajectories:
+        for turn in t.turns:
+            turn.weight_version = version
+    return trajectories
+
+
 class LocalRollout:
     """A `RolloutProvider` in this process: an `AgentLoop` over a `PolicyEngine`."""
 
@@ -88,10 +96,7 @@ class LocalRollout:
             trajectories = self.loop.run(samples, n, seed=seed)
         finally:
             self.engine.rollout_done()
-        for t in trajectories:  # synchronous: every token comes from the current weights
-            for turn in t.turns:
-                turn.weight_version = self.version
-        return trajectories
+        return stamp_version(trajectories, self.version)
 
     def metrics(self) -> dict[str, float]:
         return {}

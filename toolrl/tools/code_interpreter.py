@@ -123,6 +123,19 @@ def _limit_note(result: RunResult) -> str:
     return ""
 
 
+def tool_sandbox(tools, sandbox: SandboxBackend | None = None) -> tuple[SandboxBackend, Limits]:
+    """The sandbox (`sandbox` when given, else the local one or the server at
+    `tools.sandbox_url`) and the per-run limits a `ToolsConfig` gives the sandboxed tools."""
+    from toolrl.sandbox.factory import build_sandbox
+
+    limits = Limits(timeout_s=tools.timeout, memory_mb=tools.memory_mb)
+    if sandbox is None:
+        sandbox = build_sandbox(
+            tools.sandbox_url or None, limits=limits, max_concurrency=tools.max_concurrent
+        )
+    return sandbox, limits
+
+
 class CodeInterpreter:
     """The `code_interpreter` tool over any sandbox backend (local or remote)."""
 
@@ -146,12 +159,7 @@ class CodeInterpreter:
         """The tool as a `ToolsConfig` describes it: the local sandbox, or the SandboxFusion /
         toolrl server at `tools.sandbox_url`, with the tool's time and memory limits (`sandbox`:
         one already built that way, shared with other tools)."""
-        from toolrl.sandbox.factory import build_sandbox
-
-        limits = Limits(timeout_s=tools.timeout, memory_mb=tools.memory_mb)
-        sandbox = sandbox or build_sandbox(
-            tools.sandbox_url or None, limits=limits, max_concurrency=tools.max_concurrent
-        )
+        sandbox, limits = tool_sandbox(tools, sandbox)
         return cls(sandbox, max_output_chars=tools.output_max_chars, limits=limits)
 
     @property

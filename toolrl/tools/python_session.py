@@ -33,6 +33,7 @@ from toolrl.tools.code_interpreter import (
     extract_code,
     format_observation,
     middle_truncate,
+    tool_sandbox,
 )
 
 NAME = "python_session"
@@ -128,13 +129,8 @@ class PythonSession:
     def from_config(cls, cfg, sandbox: SandboxBackend | None = None) -> PythonSession:
         """The tool as a `ToolsConfig` describes it: the code interpreter's sandbox and limits
         (`sandbox`: one already built so, shared with the code interpreter and not closed here)."""
-        from toolrl.sandbox.factory import build_sandbox
-
-        limits = Limits(timeout_s=cfg.timeout, memory_mb=cfg.memory_mb)
         owns = sandbox is None
-        sandbox = sandbox or build_sandbox(
-            cfg.sandbox_url or None, limits=limits, max_concurrency=cfg.max_concurrent
-        )
+        sandbox, limits = tool_sandbox(cfg, sandbox)
         return cls(
             sandbox,
             max_output_chars=cfg.output_max_chars,

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from toolrl.rollout.engines.base import GenerationRequest, GenerationResult, PolicyEngine
-from toolrl.rollout.engines.vllm_weights import BUCKET_BYTES, send_weights
+from toolrl.rollout.engines.vllm_weights import send_weights
 
 
 class VLLMEngine(PolicyEngine):
@@ -205,9 +205,7 @@ class VLLMEngine(PolicyEngine):
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> int:
         """Copy the trainer's weights (HF names) into every vLLM worker; returns how many."""
         start = time.perf_counter()
-        count = send_weights(
-            self.llm, named_tensors, dtype=self.weight_dtype, bucket_bytes=BUCKET_BYTES
-        )
+        count = send_weights(self.llm, named_tensors, dtype=self.weight_dtype)
         if self.llm.reset_prefix_cache() is False:  # cached KV blocks belong to the old weights
             raise RuntimeError("vLLM did not reset its prefix cache after a weight update")
         self.last_sync_seconds = time.perf_counter() - start
