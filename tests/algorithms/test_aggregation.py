@@ -15,6 +15,7 @@ from toolrl.algorithms.losses import (
     agg_loss,
     num_valid_seqs,
     num_valid_tokens,
+    reads_entropy,
 )
 
 # Row 0 keeps tokens 1, 2 (sum 3, mean 1.5); row 1 keeps token 4 (sum 4, mean 4); row 2 is fully
@@ -74,13 +75,21 @@ def test_micro_batches_sum_to_full_batch(
 ):
     """Accumulating micro-batch losses computed with the mini-batch's normalisers gives the
     full-batch loss and gradient exactly, whatever the split (rows shuffled, uneven sizes)."""
-    scale = 0.5 if name == "ppo_clip" else 1e-3  # GSPO's ratios live near 1
+    scale = 1e-3 if name == "gspo" else 0.5  # GSPO's ratios live near 1
     batch = make_batch(seed, batch_size, length, log_ratio_scale=scale, masked_row_prob=0.3)
     loss_fn, mask = POLICY_LOSSES[name], batch["response_mask"]
     rest = (batch["old_log_probs"], batch["advantages"], mask)
+    # A loss reading the policy's entropy gets one per token, split with the rows.
+    entropy = torch.rand(
+        batch_size, length, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+    extra = (
+        (lambda rows: {"entropy": entropy[rows]}) if reads_entropy(loss_fn) else (lambda rows: {})
+    )
 
     full_input = batch["log_probs"].clone().requires_grad_()
-    full, _ = loss_fn(full_input, *rest, loss_agg_mode=mode, norm_length=9)
+    everything = torch.arange(batch_size)
+    full, _ = loss_fn(full_input, *rest, loss_agg_mode=mode, norm_length=9, **extra(everything))
     full.backward()
 
     micro_input = batch["log_probs"].clone().requires_grad_()
@@ -97,6 +106,7 @@ def test_micro_batches_sum_to_full_batch(
             loss_agg_mode=mode,
             norm_length=9,
             **normalisers,
+            **extra(part),
         )
         loss.backward()
         total += loss.item()

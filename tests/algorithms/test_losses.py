@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolrl.algorithms.losses import POLICY_LOSSES, get_policy_loss, gspo_loss, ppo_clip_loss
+from toolrl.algorithms.losses import (
+    POLICY_LOSSES,
+    get_policy_loss,
+    gspo_loss,
+    ppo_clip_loss,
+    reads_entropy,
+)
 from toolrl.algorithms.masked import masked_mean
 
 F64 = torch.float64
@@ -142,7 +148,9 @@ def test_dual_clip_constant_must_exceed_one():
 
 
 def test_unknown_loss_lists_choices():
-    with pytest.raises(ValueError, match=r"valid: \['gspo', 'ppo_clip'\]. Did you mean 'ppo_clip'"):
+    with pytest.raises(
+        ValueError, match=r"valid: \['aepo', 'cispo', 'gspo', 'ppo_clip'\]. Did you mean 'ppo_clip'"
+    ):
         get_policy_loss("ppo_clp")
 
 
@@ -161,7 +169,10 @@ def test_ratio_one_gives_minus_mean_advantage(make_batch, seed, batch_size, leng
     batch = make_batch(seed, batch_size, length)
     batch["log_probs"] = batch["old_log_probs"].clone()
     batch["advantages"] = torch.randn(batch_size, length, dtype=F64)  # any per-token advantage
-    loss, metrics = POLICY_LOSSES[name](**batch, loss_agg_mode="token-mean")
+    loss_fn = POLICY_LOSSES[name]
+    if reads_entropy(loss_fn):  # one entropy per row: AEPO's standardised entropy is 0
+        batch["entropy"] = torch.rand(batch_size, 1, dtype=F64).expand(batch_size, length)
+    loss, metrics = loss_fn(**batch, loss_agg_mode="token-mean")
     expected = -masked_mean(batch["advantages"], batch["response_mask"])
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
     assert metrics["pg_clipfrac"].item() == 0

@@ -109,3 +109,46 @@ def test_an_edited_recipe_is_not_mistaken_for_the_one_a_run_used(tmp_path, monke
     recipe.write_text(re.sub(r"epochs: \d+", "epochs: 3", original))
     rl_gain(tmp_path / "exp", [0], settings, say=lambda _: None)
     assert len(calls) == 2  # same settings, edited recipe: run again
+
+
+def test_algorithms_compares_each_variant_with_grpo_tcr_seed_by_seed(tmp_path, monkeypatch):
+    from toolrl.demo import algorithms as compare
+    from toolrl.demo import experiments
+    from toolrl.demo.pipeline import DemoResult, DemoSettings
+
+    calls: list = []
+    _fake_pipeline(monkeypatch, calls)
+    # avg@4 by (variant, seed): GRPO-TCR 0.20/0.30/0.40; CISPO +0.10 on each seed; RoC ±0.
+    avg = {"grpo_tcr": [0.2, 0.3, 0.4], "cispo": [0.3, 0.4, 0.5], "grpo_roc": [0.25, 0.25, 0.4]}
+    fake = experiments.run_demo
+
+    def run_demo(settings, say=print):
+        result = fake(settings, say)
+        run = next(o.split("=", 1)[1] for o in settings.rl_overrides if o.startswith("trainer.run_name="))  # fmt: skip
+        name, seed = run[3:].rsplit("_s", 1)
+        result.stages["timings"] = {"rl": 10.0}
+        for stage in result.stages["stages"]:
+            if stage["name"] == "rl":
+                stage["summary"]["math"]["metrics"]["acc/avg@4"] = avg[name][int(seed)]
+        return DemoResult(result.out, result.stages)
+
+    monkeypatch.setattr(experiments, "run_demo", run_demo)
+    result = compare.algorithms(
+        tmp_path, [0, 1, 2], DemoSettings(progress=False), say=lambda _: None
+    )
+    assert len(calls) == 9 and {Path(c[0]) for c in calls} == {tmp_path}  # one SFT directory
+    table = result["table"]
+    # CISPO − TCR = +0.1 on every seed: the interval is [0.1, 0.1], so "better".
+    assert table["cispo"]["avg_minus_baseline"]["mean"] == pytest.approx(0.1)
+    assert table["cispo"]["avg_minus_baseline"]["ci95"] == [pytest.approx(0.1), pytest.approx(0.1)]
+    assert compare.reading(table["cispo"]) == "better"
+    # RoC − TCR = +0.05, −0.05, 0: mean 0, the interval spans 0.
+    assert table["grpo_roc"]["avg_minus_baseline"]["mean"] == pytest.approx(0.0)
+    assert compare.reading(table["grpo_roc"]) == "no difference at this scale"
+    text = (tmp_path / "algorithms.md").read_text()
+    assert "| CISPO | 0.400 [" in text and "better |" in text
+    assert (tmp_path / "algorithms_curves.png").stat().st_size > 0
+    compare.algorithms(tmp_path, [0, 1, 2], DemoSettings(progress=False), say=lambda _: None)
+    assert len(calls) == 9  # every (variant, seed) reused
+    with pytest.raises(ValueError, match="unknown variant"):
+        compare.algorithms(tmp_path, [0], DemoSettings(progress=False), only=["nope"])

@@ -1,4 +1,5 @@
-"""The RL maths: advantages, policy losses and their aggregation, KL, entropy, reward shaping.
+"""The RL maths: advantages, policy losses and their aggregation, KL, entropy, reward shaping,
+and the group stages (GRPO-RoC's resampling).
 
 Pure functions over torch tensors, each with its formula and paper in its docstring, registered
 by name in plain dicts (`ADVANTAGE_ESTIMATORS`, `POLICY_LOSSES`, `LOSS_AGG_MODES`,
@@ -19,7 +20,9 @@ from toolrl.algorithms.kl import KL_ESTIMATORS, get_kl_estimator, kl_k1, kl_k2, 
 from toolrl.algorithms.losses import (
     LOSS_AGG_MODES,
     POLICY_LOSSES,
+    aepo_loss,
     agg_loss,
+    cispo_loss,
     entropy_from_log_probs,
     entropy_from_logits,
     get_policy_loss,
@@ -27,8 +30,10 @@ from toolrl.algorithms.losses import (
     num_valid_seqs,
     num_valid_tokens,
     ppo_clip_loss,
+    reads_entropy,
 )
 from toolrl.algorithms.masked import masked_mean, masked_sum
+from toolrl.algorithms.resample import RoCStats, resample_on_correct
 from toolrl.algorithms.rollout_correction import MismatchTally, correct, correction_rates
 from toolrl.algorithms.shaping import overlong_penalty, tool_call_shaping
 
@@ -38,8 +43,11 @@ __all__ = [
     "LOSS_AGG_MODES",
     "POLICY_LOSSES",
     "MismatchTally",
+    "RoCStats",
+    "aepo_loss",
     "agg_loss",
     "broadcast_to_tokens",
+    "cispo_loss",
     "config_fields_read",
     "correct",
     "correction_rates",
@@ -60,6 +68,8 @@ __all__ = [
     "num_valid_tokens",
     "overlong_penalty",
     "ppo_clip_loss",
+    "reads_entropy",
+    "resample_on_correct",
     "rloo_advantages",
     "tool_call_shaping",
     "with_config",

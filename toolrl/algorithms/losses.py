@@ -14,6 +14,7 @@ all losses; see its docstring for micro-batching and for which rows count in a s
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -152,23 +153,42 @@ def _masked_extreme(values: Tensor, valid: Tensor, *, largest: bool) -> Tensor:
 def _policy_metrics(
     ratio: Tensor,
     log_ratio: Tensor,
-    advantages: Tensor,
     mask: Tensor,
-    is_clipped: Tensor,
+    clipped_high: Tensor,
+    clipped_low: Tensor,
     is_dual_clipped: Tensor,
 ) -> dict[str, Tensor]:
-    """Masked token means (detached). The ratio extremes are 1 when no token counts."""
+    """Masked token means (detached). The ratio extremes are 1 when no token counts.
+
+    `clipped_high` / `clipped_low`: tokens where the clip at 1 + ε_high / 1 − ε_low acted (for
+    the PPO clip: changed the loss; for CISPO: bounded the weight).
+    """
     valid = mask != 0
     return {
-        "pg_clipfrac": _fraction(is_clipped, mask),  # either side of the ratio clip (as verl)
-        "pg_clipfrac_ratio_high": _fraction(is_clipped & (advantages > 0), mask),  # r > 1 + ε_high
-        "pg_clipfrac_ratio_low": _fraction(is_clipped & (advantages < 0), mask),  # r < 1 − ε_low
+        "pg_clipfrac": _fraction(clipped_high | clipped_low, mask),  # either side (as verl)
+        "pg_clipfrac_ratio_high": _fraction(clipped_high, mask),  # r > 1 + ε_high
+        "pg_clipfrac_ratio_low": _fraction(clipped_low, mask),  # r < 1 − ε_low
         "pg_clipfrac_lower": _fraction(is_dual_clipped, mask),  # dual clip: A < 0, r > c (as verl)
         "ppo_kl": masked_mean(-log_ratio, mask),  # k1 estimate of KL(π_old ‖ π)
         "ratio_mean": masked_mean(ratio, mask),
         "ratio_max": _masked_extreme(ratio, valid, largest=True),
         "ratio_min": _masked_extreme(ratio, valid, largest=False),
     }
+
+
+def _token_ratio(log_probs: Tensor, old_log_probs: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """(log r, r) per token, r = exp(clamp(log π − log π_old, ±20)); 0 and 1 outside the mask,
+    so garbage log-probs of padding cannot put NaN into the gradient."""
+    log_ratio = torch.where(valid, log_probs - old_log_probs, 0.0)
+    log_ratio = torch.clamp(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return log_ratio, torch.exp(log_ratio)
+
+
+def _aggregate(pg_losses: Tensor, response_mask: Tensor, is_weights, mode, norms) -> Tensor:
+    """agg_loss(w·l) with w the rollout-correction importance weights (detached; 1 without)."""
+    if is_weights is not None:
+        pg_losses = pg_losses * is_weights.detach()
+    return agg_loss(pg_losses, response_mask, mode, **norms)
 
 
 def ppo_clip_loss(
@@ -197,26 +217,19 @@ def ppo_clip_loss(
     rollout-correction importance weights (`is_weights`, detached; 1 without them); metrics are
     in `_policy_metrics`.
     """
-    valid = response_mask != 0
-    # Zeroed outside the mask so garbage log-probs of padding cannot put NaN into the gradient.
-    log_ratio = torch.where(valid, log_probs - old_log_probs, 0.0)
-    log_ratio = torch.clamp(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    ratio = torch.exp(log_ratio)
+    log_ratio, ratio = _token_ratio(log_probs, old_log_probs, response_mask != 0)
     pg_losses, is_clipped, is_dual_clipped = _clipped_surrogate(
         ratio, advantages, clip_ratio_low, clip_ratio_high, clip_ratio_c
     )
-    if is_weights is not None:
-        pg_losses = pg_losses * is_weights.detach()
-    loss = agg_loss(
-        pg_losses,
-        response_mask,
-        loss_agg_mode,
-        global_num_tokens=global_num_tokens,
-        global_num_seqs=global_num_seqs,
-        norm_length=norm_length,
-    )
+    norms = _norms(global_num_tokens, global_num_seqs, norm_length)
+    loss = _aggregate(pg_losses, response_mask, is_weights, loss_agg_mode, norms)
     metrics = _policy_metrics(
-        ratio, log_ratio, advantages, response_mask, is_clipped, is_dual_clipped
+        ratio,
+        log_ratio,
+        response_mask,
+        is_clipped & (advantages > 0),
+        is_clipped & (advantages < 0),
+        is_dual_clipped,
     )
     return loss, metrics
 
@@ -255,26 +268,150 @@ def gspo_loss(
     pg_losses, is_clipped, is_dual_clipped = _clipped_surrogate(
         ratio, advantages, clip_ratio_low, clip_ratio_high, None
     )
-    if is_weights is not None:
-        pg_losses = pg_losses * is_weights.detach()
-    loss = agg_loss(
-        pg_losses,
-        response_mask,
-        loss_agg_mode,
-        global_num_tokens=global_num_tokens,
-        global_num_seqs=global_num_seqs,
-        norm_length=norm_length,
-    )
+    norms = _norms(global_num_tokens, global_num_seqs, norm_length)
+    loss = _aggregate(pg_losses, response_mask, is_weights, loss_agg_mode, norms)
     metrics = _policy_metrics(
-        ratio, log_ratio, advantages, response_mask, is_clipped, is_dual_clipped
+        ratio,
+        log_ratio,
+        response_mask,
+        is_clipped & (advantages > 0),
+        is_clipped & (advantages < 0),
+        is_dual_clipped,
     )
     return loss, metrics
+
+
+def cispo_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    *,
+    cispo_clip_low: float = 1.0,
+    cispo_clip_high: float = 0.28,
+    loss_agg_mode: str = "token-mean",
+    global_num_tokens: Normaliser = None,
+    global_num_seqs: Normaliser = None,
+    norm_length: int | None = None,
+    is_weights: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """CISPO: clip the importance weight, never a token's gradient (MiniMax-M1, arXiv 2506.13585).
+
+    J = token-mean of sg(r̂_t)·A_t·log π(y_t),  r̂_t = clip(r_t, 1 − ε_low, 1 + ε_high)
+
+    so every token keeps the gradient r̂_t·A_t·∇log π(y_t): a PPO clip zeroes the gradient of a
+    token whose ratio left the trust region (often a rare "wait"/"recheck" token), CISPO only
+    bounds its weight. The loss is written l_t = −sg(r̂_t)·A_t·π/sg(π) (= −sg(r̂_t)·A_t·r_t/sg(r_t)):
+    the same gradient as the paper's −sg(r̂_t)·A_t·log π, and the value −r̂_t·A_t, which is the
+    PPO surrogate's value wherever no clip acts (so `actor/pg_loss` reads like ppo_clip's). The
+    paper's and verl's form −sg(r̂)·A·log π differs in value by A·(log π − 1)·r̂, a constant of θ.
+
+    Defaults: MiniMax-M1 puts no lower bound on the weight ("ε_low large": `cispo_clip_low=1`
+    makes it 0) and tunes only ε_high, without publishing its value; toolrl's default ε_high =
+    0.28 is GRPO-TCR's clip-higher, so a comparison with ppo_clip differs only in what a clip
+    does to the gradient. No dual clip (the weight is already bounded above). verl's CISPO reads
+    the PPO clip_ratio_low/high; toolrl gives CISPO its own knobs because its ε_low default
+    differs. `is_weights` multiply l_t, as in `ppo_clip_loss`.
+    """
+    valid = response_mask != 0
+    log_ratio, ratio = _token_ratio(log_probs, old_log_probs, valid)
+    weight = torch.clamp(ratio, 1 - cispo_clip_low, 1 + cispo_clip_high).detach()
+    own = torch.exp(torch.where(valid, log_probs - log_probs.detach(), 0.0))  # value 1, ∇log π
+    pg_losses = -weight * advantages * own
+    norms = _norms(global_num_tokens, global_num_seqs, norm_length)
+    loss = _aggregate(pg_losses, response_mask, is_weights, loss_agg_mode, norms)
+    high, low = ratio > 1 + cispo_clip_high, ratio < 1 - cispo_clip_low
+    metrics = _policy_metrics(ratio, log_ratio, response_mask, high, low, torch.zeros_like(high))
+    return loss, metrics
+
+
+def aepo_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    *,
+    entropy: Tensor,
+    clip_ratio_low: float = 0.2,
+    clip_ratio_high: float = 0.28,
+    clip_ratio_c: float | None = 10.0,
+    aepo_entropy_advantage: float = 0.3,
+    loss_agg_mode: str = "token-mean",
+    global_num_tokens: Normaliser = None,
+    global_num_seqs: Normaliser = None,
+    norm_length: int | None = None,
+    is_weights: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """AEPO's entropy-balanced policy optimisation (Dong et al., arXiv 2510.14545, Sec. 3.3).
+
+    Two changes to the token-level clipped loss of `ppo_clip_loss`:
+
+    1. Gradient-preserving high clip. A token with A_t > 0 whose ratio passed 1 + ε_high — the
+       rare, high-entropy tokens clip-higher exists for — keeps a gradient instead of none:
+       l_t = −A_t·(1 + ε_high)·r_t/sg(r_t), value −A_t·(1 + ε_high) (the clipped value),
+       gradient −A_t·(1 + ε_high)·∇log π(y_t). Everything else is ppo_clip's (the low clip,
+       and the dual clip for A < 0).
+    2. Entropy-aware advantage: Â_t = A_t·max(0, 1 + α·z_t), z_t the token's entropy
+       standardised over its own trajectory's sampled tokens, (H_t − mean H)/(std H + 1e-6),
+       with H the policy's entropy at this forward, detached (`entropy`); α =
+       `aepo_entropy_advantage`. High-uncertainty tokens get more of the advantage.
+
+    Departures, stated: the authors' AEPO code is not among the sources this project can read
+    (the stored snapshot of RUC-NLPIR/ARPO, 2025-09-17, predates it), so α = 0.3 and the
+    standardisation set are this implementation's choices, not checked against the release.
+    z is standardised per trajectory, not over the batch, so that micro-batches still add up to
+    the mini-batch loss exactly; the factor is floored at 0 so a low-entropy token's advantage
+    never changes sign. The dual clip is kept as in GRPO-TCR (AEPO does not mention one).
+    """
+    valid = response_mask != 0
+    log_ratio, ratio = _token_ratio(log_probs, old_log_probs, valid)
+    with torch.no_grad():
+        z = _standardised_per_row(entropy.detach(), response_mask)
+        scaled = advantages * torch.clamp(1 + aepo_entropy_advantage * z, min=0.0)
+    pg_losses, is_clipped, is_dual_clipped = _clipped_surrogate(
+        ratio, scaled, clip_ratio_low, clip_ratio_high, clip_ratio_c
+    )
+    high = is_clipped & (scaled > 0)
+    own = torch.exp(torch.where(valid, log_probs - log_probs.detach(), 0.0))  # value 1, ∇log π
+    preserved = -scaled * (1 + clip_ratio_high) * own
+    pg_losses = torch.where(high, preserved, pg_losses)
+    norms = _norms(global_num_tokens, global_num_seqs, norm_length)
+    loss = _aggregate(pg_losses, response_mask, is_weights, loss_agg_mode, norms)
+    low = is_clipped & (scaled < 0)
+    metrics = _policy_metrics(ratio, log_ratio, response_mask, high, low, is_dual_clipped)
+    metrics["entropy_advantage_scale"] = masked_mean(scaled.abs(), response_mask) / masked_mean(
+        advantages.abs(), response_mask
+    ).clamp(min=1e-12)
+    return loss, metrics
+
+
+def _standardised_per_row(values: Tensor, mask: Tensor) -> Tensor:
+    """(v − mean)/(std + 1e-6) over each row's masked entries (population std; 0 outside)."""
+    mean = masked_mean(values, mask, dim=-1).unsqueeze(-1)
+    centred = torch.where(mask != 0, values - mean, 0.0)
+    var = masked_mean(centred**2, mask, dim=-1).unsqueeze(-1)
+    return centred / (var.sqrt() + 1e-6)
+
+
+def _norms(global_num_tokens, global_num_seqs, norm_length) -> dict[str, Normaliser]:
+    return {
+        "global_num_tokens": global_num_tokens,
+        "global_num_seqs": global_num_seqs,
+        "norm_length": norm_length,
+    }
 
 
 POLICY_LOSSES: dict[str, PolicyLoss] = {
     "ppo_clip": ppo_clip_loss,
     "gspo": gspo_loss,
+    "cispo": cispo_loss,
+    "aepo": aepo_loss,
 }
+
+
+def reads_entropy(loss: PolicyLoss) -> bool:
+    """Whether a policy loss takes the policy's per-token entropy (`entropy=`, detached)."""
+    return "entropy" in inspect.signature(loss).parameters
 
 
 def get_policy_loss(name: str) -> PolicyLoss:

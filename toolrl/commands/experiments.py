@@ -1,9 +1,11 @@
-"""`toolrl experiments rl-gain | insights`: miniature experiments on the demo pipeline
-(toolrl/demo/experiments.py): does RL help beyond noise, and the paper's three findings."""
+"""`toolrl experiments rl-gain | insights | algorithms`: miniature experiments on the demo
+pipeline (toolrl/demo/experiments.py, toolrl/demo/algorithms.py): does RL help beyond noise, the
+paper's three findings, and GRPO-TCR against the neighbouring papers' algorithms."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     insights.add_argument("--out", default="runs/insights", help="directory (runs/insights)")
     _budget_arguments(insights)
     insights.set_defaults(handler=run_insights)
+    compare = commands.add_parser(
+        "algorithms",
+        help="GRPO-TCR against CISPO, GRPO-RoC, ... from one SFT model, with 95%% intervals",
+    )
+    compare.add_argument("--seeds", type=int, default=3, help="RL seeds per variant (default 3)")
+    compare.add_argument(
+        "--only", nargs="+", metavar="VARIANT",
+        help="these variants (GRPO-TCR always runs); default: all of them",
+    )  # fmt: skip
+    compare.add_argument("--out", default="runs/algorithms", help="directory (runs/algorithms)")
+    _budget_arguments(compare)
+    compare.set_defaults(handler=run_algorithms)
 
 
 def _budget_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,4 +98,20 @@ def run_insights(args: argparse.Namespace) -> int:
     result = insights(args.out, list(range(args.seeds)), _settings(args), fresh=args.fresh)
     print(insights_markdown(result))
     print(f"plots: {args.out}/insights_curves.png, {args.out}/insights_tools.png")
+    return 0
+
+
+def run_algorithms(args: argparse.Namespace) -> int:
+    from toolrl.demo.algorithms import VARIANTS, algorithms, algorithms_markdown
+
+    unknown = [name for name in args.only or [] if name not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variant(s) {unknown}; valid: {list(VARIANTS)}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    result = algorithms(
+        args.out, list(range(args.seeds)), settings, only=args.only, fresh=args.fresh
+    )
+    print(algorithms_markdown(result))
+    print(f"curves: {args.out}/algorithms_curves.png")
     return 0

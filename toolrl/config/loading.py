@@ -189,9 +189,26 @@ def validate(config: Config, *, source: str = "<config>") -> None:
             "`cluster.rollout_workers`, `cluster.sandbox_workers` >= 0"
         )
     problems += _rollout_correction_problems(a)
+    problems += _neighbour_algorithm_problems(a)
     problems += _tools_problems(config.tools)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _neighbour_algorithm_problems(a) -> list[str]:
+    """CISPO's weight bounds and GRPO-RoC's oversampling."""
+    problems = []
+    if not 0 <= a.cispo_clip_low <= 1 or not a.cispo_clip_high >= 0:
+        problems.append(
+            "`algorithm.cispo_clip_low` must be in [0, 1] (1: no lower bound) and "
+            "`algorithm.cispo_clip_high` >= 0"
+        )
+    if a.roc.enabled and a.roc.oversample < 2:
+        problems.append(
+            f"`algorithm.roc.oversample` must be >= 2 with algorithm.roc.enabled (got "
+            f"{a.roc.oversample}): GRPO-RoC keeps rollout.n of oversample·rollout.n rollouts"
+        )
+    return problems
 
 
 def _tools_problems(tools) -> list[str]:

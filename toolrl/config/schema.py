@@ -215,19 +215,40 @@ class RolloutCorrectionConfig:
 
 
 @dataclass
+class ResampleOnCorrectConfig:
+    """GRPO-RoC (rStar2-Agent): oversample, then keep the correct trajectories with the cleanest
+    tool use and a uniform draw of the wrong ones (toolrl/algorithms/resample.py); off by
+    default."""
+
+    enabled: bool = False
+    """Roll out `oversample`·rollout.n trajectories a prompt and keep rollout.n."""
+    oversample: int = 2
+    """How many times rollout.n to roll out (the paper: 2)."""
+
+
+@dataclass
 class AlgorithmConfig:
     advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
     """Advantage estimator: GRPO (r − mean)/(std + eps) over the group (the paper)."""
     adv_eps: float = 1e-6
     """The eps in the GRPO denominator."""
-    policy_loss: Literal["ppo_clip", "gspo"] = "ppo_clip"
-    """`ppo_clip` (token-level ratio: GRPO-T/TCR) or `gspo` (sequence-level ratio: GRPO-SCR)."""
+    policy_loss: Literal["ppo_clip", "gspo", "cispo", "aepo"] = "ppo_clip"
+    """`ppo_clip` (token-level ratio: GRPO-T/TCR), `gspo` (sequence-level ratio: GRPO-SCR),
+    `cispo` (clipped importance weight, every token keeps its gradient: MiniMax-M1) or `aepo`
+    (ppo_clip with AEPO's gradient-preserving high clip and entropy-aware advantage)."""
     clip_ratio_low: float = 0.2
     """ε_low: the ratio is clipped below at 1 − ε_low."""
     clip_ratio_high: float = 0.28
     """ε_high: clip-higher, the ratio is clipped above at 1 + ε_high (the paper's final model: 0.315)."""
     clip_ratio_c: float = 10.0
     """Dual-clip constant c: for A < 0 the loss is bounded by c·|A| (PPO dual-clip, Ye et al. 2020)."""
+    cispo_clip_low: float = 1.0
+    """CISPO's ε_low: the importance weight is clipped below at 1 − ε_low (1: no lower bound,
+    as MiniMax-M1)."""
+    cispo_clip_high: float = 0.28
+    """CISPO's ε_high: the importance weight is clipped above at 1 + ε_high."""
+    aepo_entropy_advantage: float = 0.3
+    """AEPO's α: a token's advantage is scaled by max(0, 1 + α·z), z its standardised entropy."""
     loss_agg_mode: Literal[
         "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
     ] = "token-mean"
@@ -253,6 +274,8 @@ class AlgorithmConfig:
     dropout), `recompute` everywhere else (`RLTrainer.old_log_probs_source`)."""
     rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
     """Importance weights and rejection for the rollout engine's mismatch (off by default)."""
+    roc: ResampleOnCorrectConfig = field(default_factory=ResampleOnCorrectConfig)
+    """GRPO-RoC resampling of each prompt's oversampled group (off by default)."""
 
 
 @dataclass

@@ -33,6 +33,7 @@ import torch
 
 from toolrl.algorithms import (
     MismatchTally,
+    RoCStats,
     agg_loss,
     broadcast_to_tokens,
     correct,
@@ -42,6 +43,8 @@ from toolrl.algorithms import (
     get_policy_loss,
     num_valid_seqs,
     num_valid_tokens,
+    reads_entropy,
+    resample_on_correct,
     with_config,
 )
 from toolrl.config import Config
@@ -96,6 +99,13 @@ class PromptStream:
 def rollout_seed(config: Config, step: int) -> int:
     """The seed of step `step`'s rollouts (every request's seed derives from it)."""
     return config.trainer.seed * 1_000_003 + step
+
+
+def rollouts_per_prompt(config: Config) -> int:
+    """How many trajectories a prompt is rolled out to: rollout.n, times the oversampling of
+    GRPO-RoC (which keeps rollout.n of them for training)."""
+    roc = config.algorithm.roc
+    return config.rollout.n * (roc.oversample if roc.enabled else 1)
 
 
 @contextmanager
@@ -167,6 +177,7 @@ class RLTrainer:
         alg = config.algorithm
         self.advantage_estimator = with_config(get_advantage_estimator(alg.advantage), alg)
         self.policy_loss = with_config(get_policy_loss(alg.policy_loss), alg)
+        self.loss_reads_entropy = reads_entropy(get_policy_loss(alg.policy_loss))
         self.kl_estimator = get_kl_estimator(alg.kl_estimator)
 
     def step(self, step: int) -> dict[str, float]:
@@ -177,10 +188,11 @@ class RLTrainer:
             with timed(timing, "rollout"):
                 self.model.eval()
                 seed = rollout_seed(cfg, step)
-                trajectories = self.rollout.run(samples, cfg.rollout.n, seed=seed)
+                trajectories = self.rollout.run(samples, rollouts_per_prompt(cfg), seed=seed)
             with timed(timing, "reward"):
                 self.reward_fn(trajectories)
-            batch = self.policy_batch(trajectories)
+            roc = RoCStats()
+            batch = self.policy_batch(trajectories, seed=seed, roc=roc)
             with torch_threads(cfg.trainer.update_threads):  # no sandbox runs from here on
                 with timed(timing, "old_log_prob"):
                     self.fill_reference_logprobs(batch)
@@ -201,6 +213,8 @@ class RLTrainer:
             metrics.update(self.mismatch_metrics(batch))
         if cfg.trainer.mode == "async":
             metrics.update(staleness_metrics(trajectories, step))
+        if cfg.algorithm.roc.enabled:
+            metrics.update(roc.metrics())
         metrics.update(self.rollout.metrics())
         return {**metrics, **update_metrics, **timing}
 
@@ -213,13 +227,19 @@ class RLTrainer:
             metrics.update(correction_rates(counts))
         return metrics
 
-    def policy_batch(self, trajectories: list[Trajectory]) -> PolicyBatch | None:
+    def policy_batch(
+        self, trajectories: list[Trajectory], *, seed: int = 0, roc: RoCStats | None = None
+    ) -> PolicyBatch | None:
         """The step's training rows with their advantages; None when no row is left.
 
         A trajectory excluded from training (a sandbox failure while it ran or was graded) is
-        neither a row nor part of its group's baseline.
+        neither a row nor part of its group's baseline. With `algorithm.roc`, each prompt's
+        oversampled group is cut to rollout.n first (GRPO-RoC, seeded by the step's `seed`;
+        what it did is counted in `roc`).
         """
         trained = [t for t in trajectories if not t.excluded_from_training]
+        if self.config.algorithm.roc.enabled:
+            trained = resample_on_correct(trained, self.config.rollout.n, seed, roc)
         advantages = self.advantages(trained)
         if self.config.algorithm.filter_groups:
             trained, advantages = drop_uniform_groups(trained, advantages)
@@ -441,8 +461,9 @@ class RLTrainer:
         """The micro-batch's part of the mini-batch loss (normalised by the mini-batch's global
         counts, so the parts add up to it), and its metrics weighted by its share of tokens."""
         alg = self.config.algorithm
+        extra = {"entropy": entropy.detach()} if self.loss_reads_entropy else {}
         loss, metrics = self.policy_loss(
-            logprobs, old_logprobs, advantages, mask, is_weights=is_weights, **norms
+            logprobs, old_logprobs, advantages, mask, is_weights=is_weights, **norms, **extra
         )
         share = float(mask.sum() / norms["global_num_tokens"].clamp(min=1))
         stats = {

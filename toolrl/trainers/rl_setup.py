@@ -27,7 +27,7 @@ from toolrl.trainers.checkpoint import latest_checkpoint, load_trainer_state, sa
 from toolrl.trainers.model_io import load_policy, resolve_model_path
 from toolrl.trainers.optim import build_optimizer, build_scheduler, due
 from toolrl.trainers.parallel import SingleProcess
-from toolrl.trainers.rl import PromptStream, RLTrainer, rollout_seed
+from toolrl.trainers.rl import PromptStream, RLTrainer, rollout_seed, rollouts_per_prompt
 from toolrl.trainers.tracking import MetricsLogger
 
 
@@ -132,7 +132,7 @@ def async_rollout(config: Config, model, tokenizer, tools: list, prompts: Prompt
         settings,
         batch_of=prompts.batch,
         seed_of=lambda step: rollout_seed(config, step),
-        n=config.rollout.n,
+        n=rollouts_per_prompt(config),
         start=start,
         total=total_steps_of(config, prompts),
         max_staleness=t.max_staleness,
