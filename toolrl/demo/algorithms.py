@@ -111,7 +111,11 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
                 entry[f"{key}_minus_baseline"] = {"mean": mean, "ci95": [low, high]}
         for key in ("tool_calls", "tool_success", "length", "rl_seconds"):
             entry[key] = statistics.fmean(r[key] for r in rows)
-        final = [r["curve_entropy"][-1] for r in rows if r["curve_entropy"]]
+        # The last step that logged an entropy (a step without an update logs none).
+        final = [
+            next((v for v in reversed(r["curve_entropy"]) if v is not None), None) for r in rows
+        ]
+        final = [v for v in final if v is not None]
         entry["final_entropy"] = statistics.fmean(final) if final else float("nan")
         table[name] = entry
     return table
