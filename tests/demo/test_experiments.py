@@ -133,9 +133,8 @@ def test_algorithms_compares_each_variant_with_grpo_tcr_seed_by_seed(tmp_path, m
         return DemoResult(result.out, result.stages)
 
     monkeypatch.setattr(experiments, "run_demo", run_demo)
-    result = compare.algorithms(
-        tmp_path, [0, 1, 2], DemoSettings(progress=False), say=lambda _: None
-    )
+    base, only = DemoSettings(progress=False), ["cispo", "grpo_roc"]
+    result = compare.algorithms(tmp_path, [0, 1, 2], base, only=only, say=lambda _: None)
     assert len(calls) == 9 and {Path(c[0]) for c in calls} == {tmp_path}  # one SFT directory
     table = result["table"]
     # CISPO − TCR = +0.1 on every seed: the interval is [0.1, 0.1], so "better".
@@ -148,7 +147,7 @@ def test_algorithms_compares_each_variant_with_grpo_tcr_seed_by_seed(tmp_path, m
     text = (tmp_path / "algorithms.md").read_text()
     assert "| CISPO | 0.400 [" in text and "better |" in text
     assert (tmp_path / "algorithms_curves.png").stat().st_size > 0
-    compare.algorithms(tmp_path, [0, 1, 2], DemoSettings(progress=False), say=lambda _: None)
+    compare.algorithms(tmp_path, [0, 1, 2], base, only=only, say=lambda _: None)
     assert len(calls) == 9  # every (variant, seed) reused
     with pytest.raises(ValueError, match="unknown variant"):
         compare.algorithms(tmp_path, [0], DemoSettings(progress=False), only=["nope"])

@@ -39,6 +39,11 @@ VARIANTS: dict[str, Variant] = {
     "grpo_roc": Variant(
         "GRPO-RoC", ("algorithm.roc.enabled=true",), "rStar2-Agent (arXiv 2508.20722)"
     ),
+    "async_k1": Variant(
+        "GRPO-TCR, asynchronous (k = 1)",
+        ("trainer.mode=async", "trainer.max_staleness=1"),
+        "toolrl's asynchronous mode (README, Asynchronous RL)",
+    ),
 }
 BASELINE = "grpo_tcr"
 
