@@ -170,8 +170,8 @@ def test_ratio_one_gives_minus_mean_advantage(make_batch, seed, batch_size, leng
     batch["log_probs"] = batch["old_log_probs"].clone()
     batch["advantages"] = torch.randn(batch_size, length, dtype=F64)  # any per-token advantage
     loss_fn = POLICY_LOSSES[name]
-    if reads_entropy(loss_fn):  # one entropy per row: AEPO's standardised entropy is 0
-        batch["entropy"] = torch.rand(batch_size, 1, dtype=F64).expand(batch_size, length)
+    if reads_entropy(loss_fn):  # a constant entropy: AEPO's standardised entropy is 0
+        batch["entropy"] = torch.zeros(batch_size, length, dtype=F64)
     loss, metrics = loss_fn(**batch, loss_agg_mode="token-mean")
     expected = -masked_mean(batch["advantages"], batch["response_mask"])
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)

@@ -78,7 +78,7 @@ def test_aepo_keeps_the_high_clipped_gradient_scaled_by_one_plus_eps():
 
 def test_aepo_entropy_aware_advantage_by_hand():
     # One row, A = +1, entropies [1, 2, 3]: mean 2, population std √(2/3), z = ∓√1.5, 0.
-    # α = 0.3: factors 1 − 0.3·√1.5, 1, 1 + 0.3·√1.5. Ratios [1, 1.5, 0.9]:
+    # α = 0.3 (given): factors 1 − 0.3·√1.5, 1, 1 + 0.3·√1.5. Ratios [1, 1.5, 0.9]:
     #   token 1: r = 1,   l = −f1,            dl/dlog π = −f1
     #   token 2: r = 1.5 (> 1.28, A > 0): l = −1.28·f2, gradient −1.28·f2 (preserved)
     #   token 3: r = 0.9, l = −f3·0.9,        dl/dlog π = −f3·0.9

@@ -27,8 +27,9 @@ def test_penalty_is_the_error_fraction_plus_the_format_faults():
     messy = traj("a", 1, True, [["success", "error"], ["parse_error", "success"]])
     assert penalty(messy) == pytest.approx(0.25 + 0.5)
     assert penalty(traj("a", 2, True, [[]])) == 0  # no calls: no tool penalty
-    # infra errors are the sandbox's, not the policy's
+    # infra errors are the sandbox's, not the policy's: not in the count either way
     assert penalty(traj("a", 3, True, [["infra_error", "success"]])) == 0
+    assert penalty(traj("a", 4, True, [["error", "infra_error"]])) == 1
 
 
 def test_positives_by_lowest_penalty_negatives_uniform_proportions_kept():
@@ -64,6 +65,12 @@ def test_proportion_is_rounded_and_never_leaves_a_group_one_sided():
     many = [traj("b", i, i != 2, [[]]) for i in range(8)]
     kept = resample_on_correct(many, 4, seed=0)
     assert sum(t.reward_info["acc"] for t in kept) == 3 and len(kept) == 4
+
+
+def test_half_a_positive_rounds_up():
+    # 5 correct of 8, G = 4: 2.5 positives → 3 (Python's round would give 2).
+    group = [traj("a", i, i < 5, [[]]) for i in range(8)]
+    assert sum(t.reward_info["acc"] for t in resample_on_correct(group, 4, seed=0)) == 3
 
 
 def test_uniform_groups_are_dropped_and_counted():

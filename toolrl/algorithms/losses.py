@@ -252,8 +252,10 @@ def gspo_loss(
 
     s_i = exp((1/|y_i|) Σ_t log π(y_it)/π_old(y_it)), the length-normalised sequence ratio, used in
     its token form s_it = sg[s_i] · π(y_it) / sg[π(y_it)]: its value is s_i and its gradient is
-    s_i·∇log π(y_it), so every aggregation mode gives GSPO's gradient. s_i is clamped above at e^10
-    (as verl). Then l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny
+    s_i·∇log π(y_it) (0 for a row whose s_i hit the clamp at e^10, as in verl). GSPO's own
+    objective is `seq-mean-token-mean` (each sequence's tokens averaged, then the sequences):
+    the default; the other modes weight sequences by their length (verl's GSPO always uses
+    seq-mean-token-mean; toolrl honours `loss_agg_mode`). Then l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny
     (3e-4 / 4e-4) because a length-normalised ratio moves little. GSPO has no dual clip, so
     `algorithm.clip_ratio_c` does not apply. `is_weights` (rollout correction) multiply l_it, as
     in `ppo_clip_loss`. Metrics are token-weighted, as for `ppo_clip_loss`.
@@ -304,7 +306,9 @@ def cispo_loss(
     bounds its weight. The loss is written l_t = −sg(r̂_t)·A_t·π/sg(π) (= −sg(r̂_t)·A_t·r_t/sg(r_t)):
     the same gradient as the paper's −sg(r̂_t)·A_t·log π, and the value −r̂_t·A_t, which is the
     PPO surrogate's value wherever no clip acts (so `actor/pg_loss` reads like ppo_clip's). The
-    paper's and verl's form −sg(r̂)·A·log π differs in value by A·(log π − 1)·r̂, a constant of θ.
+    paper's and verl's form −sg(r̂)·A·log π has the same gradient at the current parameters
+    (checked against verl's `compute_policy_loss_cispo`: equal) and a value lower by
+    A·(log π − 1)·r̂ per token.
 
     Defaults: MiniMax-M1 puts no lower bound on the weight ("ε_low large": `cispo_clip_low=1`
     makes it 0) and tunes only ε_high, without publishing its value; toolrl's default ε_high =
@@ -335,7 +339,7 @@ def aepo_loss(
     clip_ratio_low: float = 0.2,
     clip_ratio_high: float = 0.28,
     clip_ratio_c: float | None = 10.0,
-    aepo_entropy_advantage: float = 0.3,
+    aepo_entropy_advantage: float = 0.2,
     loss_agg_mode: str = "token-mean",
     global_num_tokens: Normaliser = None,
     global_num_seqs: Normaliser = None,
@@ -354,14 +358,19 @@ def aepo_loss(
     2. Entropy-aware advantage: Â_t = A_t·max(0, 1 + α·z_t), z_t the token's entropy
        standardised over its own trajectory's sampled tokens, (H_t − mean H)/(std H + 1e-6),
        with H the policy's entropy at this forward, detached (`entropy`); α =
-       `aepo_entropy_advantage`. High-uncertainty tokens get more of the advantage.
+       `aepo_entropy_advantage` (0.2). High-uncertainty tokens get more of the advantage.
 
-    Departures, stated: the authors' AEPO code is not among the sources this project can read
-    (the stored snapshot of RUC-NLPIR/ARPO, 2025-09-17, predates it), so α = 0.3 and the
-    standardisation set are this implementation's choices, not checked against the release.
-    z is standardised per trajectory, not over the batch, so that micro-batches still add up to
-    the mini-batch loss exactly; the factor is floored at 0 so a low-entropy token's advantage
-    never changes sign. The dual clip is kept as in GRPO-TCR (AEPO does not mention one).
+    Checked against the authors' code as carried by the public fork zzfoutofspace/ATPO
+    (98e60f6, AEPO/verl_aepo_entropy/verl/trainer/ppo/core_algos.py,
+    `compute_policy_loss_entropy_balanced_clipping`; the stored snapshots of RUC-NLPIR/ARPO
+    predate AEPO): part 1 is the same (equal to 4e-15 in an independent check), and α = 0.2 is
+    theirs. Departures, stated: their z is standardised over the whole micro-batch (unbiased
+    std, no epsilon), so their loss depends on how rows are split into micro-batches; toolrl
+    standardises each trajectory over its own tokens, so micro-batches add up to the mini-batch
+    loss exactly. Their factor has no floor; toolrl's is floored at 0 so an advantage never
+    changes sign (with α = 0.2 only a token 5 std below its trajectory's mean entropy would
+    flip). The ±20 clamp of log r (as in `ppo_clip_loss`) is not in their code. The dual clip
+    is kept, as in their function.
     """
     valid = response_mask != 0
     log_ratio, ratio = _token_ratio(log_probs, old_log_probs, valid)

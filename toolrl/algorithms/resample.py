@@ -4,13 +4,16 @@ Roll out `oversample`·G trajectories per prompt, then keep G for training:
 
     positives (correct answers)  the k_pos with the lowest penalty p = p_err + p_format,
     negatives (wrong answers)    k_neg chosen uniformly at random,
-    proportions kept             k_pos = round(G·|pos| / |all|), clamped to [1, G − 1], k_neg = G − k_pos,
+    proportions kept             k_pos = ⌊G·|pos| / |all| + ½⌋ (half up), clamped to [1, G − 1],
+                                 k_neg = G − k_pos,
     uniform groups dropped       a group with no positive or no negative has no GRPO signal.
 
 For one trajectory with C tool calls in T turns:
 
     p_err    = |calls whose program failed (status `error`)| / C          (0 when C = 0)
     p_format = min(1, |calls that could not be parsed (`parse_error`)| / T)
+
+where C counts the calls that ran or failed to parse, not those whose infrastructure failed
 
 so among correct answers the ones that got there with clean tool use are the ones reinforced,
 while failures stay diverse (the paper's point: filtering negatives would hide what to avoid).
@@ -27,6 +30,7 @@ kept; a group is dropped only for lack of signal.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +61,7 @@ class RoCStats:
 
 def penalty(trajectory: Trajectory) -> float:
     """p_err + p_format of the module docstring."""
-    calls = trajectory.tool_calls
+    calls = [c for c in trajectory.tool_calls if c.status != "infra_error"]
     errors = sum(c.status == "error" for c in calls)
     unparsed = sum(c.status == "parse_error" for c in calls)
     p_err = errors / len(calls) if calls else 0.0
@@ -93,7 +97,7 @@ def _choose(trajectories, positives, negatives, group_size, generator, stats) ->
     total = len(positives) + len(negatives)
     if total <= group_size:
         return positives + negatives
-    k_pos = round(group_size * len(positives) / total)
+    k_pos = math.floor(group_size * len(positives) / total + 0.5)
     k_pos = min(max(k_pos, 1), group_size - 1, len(positives))
     k_neg = min(group_size - k_pos, len(negatives))
     # Lowest penalty first; a random key breaks ties (the draw is reproducible per group).

@@ -247,8 +247,9 @@ class AlgorithmConfig:
     as MiniMax-M1)."""
     cispo_clip_high: float = 0.28
     """CISPO's ε_high: the importance weight is clipped above at 1 + ε_high."""
-    aepo_entropy_advantage: float = 0.3
-    """AEPO's α: a token's advantage is scaled by max(0, 1 + α·z), z its standardised entropy."""
+    aepo_entropy_advantage: float = 0.2
+    """AEPO's α: a token's advantage is scaled by max(0, 1 + α·z), z its entropy standardised
+    over its trajectory (0.2: the authors' code)."""
     loss_agg_mode: Literal[
         "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
     ] = "token-mean"
