@@ -151,3 +151,23 @@ def test_algorithms_compares_each_variant_with_grpo_tcr_seed_by_seed(tmp_path, m
     assert len(calls) == 9  # every (variant, seed) reused
     with pytest.raises(ValueError, match="unknown variant"):
         compare.algorithms(tmp_path, [0], DemoSettings(progress=False), only=["nope"])
+
+
+def test_a_record_made_before_an_option_existed_is_reused_at_its_default(tmp_path, monkeypatch):
+    from toolrl.demo.experiments import rl_gain
+    from toolrl.demo.pipeline import DemoSettings
+
+    calls: list = []
+    _fake_pipeline(monkeypatch, calls)
+    settings = DemoSettings(progress=False)
+    rl_gain(tmp_path, [0], settings, say=lambda _: None)
+    record_path = tmp_path / "seed0" / "stages_real.json"
+    record = json.loads(record_path.read_text())
+    del record["recipes"]["rl"]["algorithm"]["roc"]  # as written before GRPO-RoC existed
+    record_path.write_text(json.dumps(record))
+    rl_gain(tmp_path, [0], settings, say=lambda _: None)
+    assert len(calls) == 1  # the missing option is at its default: the same run
+    record["recipes"]["rl"]["algorithm"]["policy_loss"] = "gspo"  # a key that differs
+    record_path.write_text(json.dumps(record))
+    rl_gain(tmp_path, [0], settings, say=lambda _: None)
+    assert len(calls) == 2

@@ -27,6 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from toolrl.config import load_config
 from toolrl.demo.pipeline import DemoSettings, resolved_recipes, run_demo
 from toolrl.trainers.tracking import read_metrics
 
@@ -60,17 +61,33 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
 
 def run_once(settings: DemoSettings, record: Path, say=print) -> dict[str, Any]:
     """One pipeline run's record (`stages.json`'s content), kept at `record`: read back when it
-    was made with the same settings and recipes, else run and written there."""
+    was made with the same settings and recipes, else run and written there.
+
+    A config key the earlier record does not have (an option added to toolrl since) counts as
+    having today's default: options are added with defaults that keep the old behaviour, so
+    the earlier run is the run these settings would make. Every key the record has must match.
+    """
     if record.is_file():
         earlier = json.loads(record.read_text())
-        wanted = {"settings": asdict(settings), "recipes": resolved_recipes(settings)}
-        if all(earlier.get(k) == json.loads(json.dumps(v)) for k, v in wanted.items()):
+        recipes = json.loads(json.dumps(resolved_recipes(settings)))
+        defaults = json.loads(json.dumps(load_config(None).to_dict()))
+        then = {name: _with_defaults(r, defaults) for name, r in earlier.get("recipes", {}).items()}
+        same_settings = earlier.get("settings") == json.loads(json.dumps(asdict(settings)))
+        if same_settings and then == recipes:
             say(f"reusing {record} (same settings and recipes)")
             return earlier
     stages = run_demo(settings, say=say).stages
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(stages, indent=2) + "\n")
     return stages
+
+
+def _with_defaults(earlier: Any, defaults: Any) -> Any:
+    """`earlier` with the keys of `defaults` it lacks filled in from `defaults`, recursively."""
+    if not isinstance(earlier, dict) or not isinstance(defaults, dict):
+        return earlier
+    filled = {key: _with_defaults(value, defaults.get(key)) for key, value in earlier.items()}
+    return {**{k: v for k, v in defaults.items() if k not in filled}, **filled}
 
 
 def rl_gain(
