@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="these variants (GRPO-TCR always runs); default: all of them",
     )  # fmt: skip
     compare.add_argument("--out", default="runs/algorithms", help="directory (runs/algorithms)")
+    compare.add_argument(
+        "--sft-model", metavar="CHECKPOINT",
+        help="start every variant from this SFT checkpoint (default: train the demo's SFT in --out)",
+    )  # fmt: skip
     _budget_arguments(compare)
     compare.set_defaults(handler=run_algorithms)
 
@@ -108,7 +113,11 @@ def run_algorithms(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown variant(s) {unknown}; valid: {list(VARIANTS)}", file=sys.stderr)
         return 2
+    if args.sft_model and not (Path(args.sft_model) / "config.json").is_file():
+        print(f"error: --sft-model {args.sft_model}: not a checkpoint directory", file=sys.stderr)
+        return 2
     settings = _settings(args)
+    settings.sft_model = args.sft_model
     result = algorithms(
         args.out, list(range(args.seeds)), settings, only=args.only, fresh=args.fresh
     )

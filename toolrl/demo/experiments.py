@@ -63,8 +63,8 @@ def run_once(settings: DemoSettings, record: Path, say=print) -> dict[str, Any]:
     """One pipeline run's record (`stages.json`'s content), kept at `record`: read back when it
     was made with the same settings and recipes, else run and written there.
 
-    A config key the earlier record does not have (an option added to toolrl since) counts as
-    having today's default: options are added with defaults that keep the old behaviour, so
+    A config key or setting the earlier record does not have (an option added to toolrl since)
+    counts as having today's default: options are added with defaults that keep the old behaviour, so
     the earlier run is the run these settings would make. Every key the record has must match.
     """
     if record.is_file():
@@ -72,7 +72,9 @@ def run_once(settings: DemoSettings, record: Path, say=print) -> dict[str, Any]:
         recipes = json.loads(json.dumps(resolved_recipes(settings)))
         defaults = json.loads(json.dumps(load_config(None).to_dict()))
         then = {name: _with_defaults(r, defaults) for name, r in earlier.get("recipes", {}).items()}
-        same_settings = earlier.get("settings") == json.loads(json.dumps(asdict(settings)))
+        now = json.loads(json.dumps(asdict(settings)))
+        default_settings = json.loads(json.dumps(asdict(DemoSettings())))
+        same_settings = _with_defaults(earlier.get("settings"), default_settings) == now
         if same_settings and then == recipes:
             say(f"reusing {record} (same settings and recipes)")
             return earlier

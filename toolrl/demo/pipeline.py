@@ -88,8 +88,11 @@ def run_demo(
 
     data = timed("tasks", lambda: stages.tasks(settings, out, cache))
     model = timed("model", lambda: stages.model(settings, out, cache))
-    sft_data = timed("collect", lambda: stages.collect(settings, out, cache, data, say))
-    sft_model = timed("sft", lambda: stages.sft(settings, out, cache, model, sft_data))
+    if settings.sft_model:  # RL from a given checkpoint: no collection, no SFT
+        sft_model = stages.given_sft_model(Path(settings.sft_model), cache)
+    else:
+        sft_data = timed("collect", lambda: stages.collect(settings, out, cache, data, say))
+        sft_model = timed("sft", lambda: stages.sft(settings, out, cache, model, sft_data))
     benchmarks = {kind: data[f"test_{kind}"] for kind in settings.weights if f"test_{kind}" in data}
     rl_cfg = rl_config(settings, out, sft_model, data["train"])
     evaluated: dict[str, dict[str, Any]] = {}

@@ -38,6 +38,10 @@ class DemoSettings:
     """Problems per benchmark for the untrained model (it scores 0 and writes the longest
     responses, so the full held-out set would cost a minute to confirm it)."""
     progress: bool = True
+    sft_model: str | None = None
+    """An SFT checkpoint to start RL from instead of the pipeline's own: collection and SFT are
+    skipped (the tasks are still made: RL data and held-out benchmarks). Its evaluation is
+    cached by the checkpoint's content."""
     device: str = "cpu"
     """torch device of SFT, RL and evaluation (`cuda` on a GPU; the scripted teacher and the
     sandbox run on the CPU either way). Part of the SFT cache key: a GPU run trains a slightly

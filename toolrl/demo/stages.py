@@ -7,6 +7,7 @@ output without recomputing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -153,6 +154,20 @@ def rl(config: Config, out: Path, progress: bool = True, *, device: str = "cpu")
     link = out / f"{config.trainer.run_name}_model"
     _link(link, latest_checkpoint(run_dir))
     return link
+
+
+def given_sft_model(path: Path, cache) -> Path:
+    """A given SFT checkpoint (`DemoSettings.sft_model`), standing in for the SFT stage: its
+    fingerprint is a hash of its files, so its evaluation is reused while they are unchanged
+    (and a later run of the pipeline's own SFT sees another fingerprint and trains)."""
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--sft-model {path}: not a checkpoint directory (no config.json)")
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(file.read_bytes())
+    cache.mark("sft", digest.hexdigest())
+    return path
 
 
 def evaluate_model(
