@@ -171,3 +171,24 @@ def test_a_record_made_before_an_option_existed_is_reused_at_its_default(tmp_pat
     record_path.write_text(json.dumps(record))
     rl_gain(tmp_path, [0], settings, say=lambda _: None)
     assert len(calls) == 2
+
+
+def test_a_given_sft_model_is_fingerprinted_by_its_content(tmp_path):
+    from toolrl.demo.pipeline import Cache
+    from toolrl.demo.stages import given_sft_model
+
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "out").mkdir()
+    cache = Cache(tmp_path / "out", False)
+    assert given_sft_model(model, cache) == model
+    first = cache.done["sft"]
+    given_sft_model(model, cache)
+    assert cache.done["sft"] == first
+    (model / "model.safetensors").write_bytes(b"other weights")
+    given_sft_model(model, cache)
+    assert cache.done["sft"] != first
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        given_sft_model(tmp_path / "missing", cache)
