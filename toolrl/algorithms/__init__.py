@@ -30,7 +30,20 @@ from toolrl.algorithms.losses import (
 )
 from toolrl.algorithms.masked import masked_mean, masked_sum
 from toolrl.algorithms.rollout_correction import MismatchTally, correct, correction_rates
-from toolrl.algorithms.shaping import overlong_penalty, tool_call_shaping
+from toolrl.algorithms.self_imitation import (
+    group_mean_rewards,
+    recalibrated_advantages,
+    replay_count,
+    reward_baseline,
+    self_imitation_loss,
+    warmup_weight,
+)
+from toolrl.algorithms.shaping import (
+    overlong_penalty,
+    tool_call_curriculum,
+    tool_call_shaping,
+    tool_curriculum_weight,
+)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -49,6 +62,7 @@ __all__ = [
     "get_advantage_estimator",
     "get_kl_estimator",
     "get_policy_loss",
+    "group_mean_rewards",
     "grpo_advantages",
     "gspo_loss",
     "kl_k1",
@@ -60,7 +74,14 @@ __all__ = [
     "num_valid_tokens",
     "overlong_penalty",
     "ppo_clip_loss",
+    "recalibrated_advantages",
+    "replay_count",
+    "reward_baseline",
     "rloo_advantages",
+    "self_imitation_loss",
+    "tool_call_curriculum",
     "tool_call_shaping",
+    "tool_curriculum_weight",
+    "warmup_weight",
     "with_config",
 ]
