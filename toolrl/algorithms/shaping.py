@@ -94,14 +94,15 @@ def tool_call_curriculum(
     per_call: float = 0.1,
     cap: float = 1.0,
 ) -> Tensor:
-    """SPEAR's intrinsic tool-call reward (the release's
-    `default_compute_score_enforce_toolcall_posneg_decay`), with k assistant turns that call a
-    tool and b = min(per_call·k, cap):
+    """SPEAR's intrinsic tool-call reward as its Qwen3 scripts compute it (the release's
+    `default_compute_score_enforce_toolcall_posneg_decay_qwen3`; its Qwen2.5 scripts add μ·b to
+    successes too), with k assistant turns that call a tool and b = min(per_call·k, cap):
 
         r + μ·b             if r ≤ 0   (a failure earns more the more turns used the tool)
         r + μ·1[k > 0]      if r > 0   (a success earns one bonus for having used a tool)
 
-    μ = `weight` (`tool_curriculum_weight`). It is added on top of the recipe's shaping.
+    μ = `weight` (`tool_curriculum_weight`). It is added on top of the recipe's own shaping
+    (`reward.tool_shaping`, on by default); for SPEAR's reward alone, switch that off.
     """
     if scores.shape != num_tool_turns.shape:
         raise ValueError(

@@ -24,7 +24,8 @@ How this departs from the authors' released code (TencentYoutuResearch/SPEAR, ve
   (the release adds them after the update), so the baseline is defined from the first step;
 - π_behaviour of the ratio is the rollout engine's log-probs stored with the entry (the release
   stores the trainer's π_old of that step; with `old_log_probs=auto` on the CPU they are equal);
-- the replay runs once after the on-policy epochs (the release: after each epoch's mini-batches),
+- the replay runs once after the on-policy epochs (the release: after each epoch's mini-batches)
+  and after the step's learning-rate scheduler step (the same lr under the paper's constant lr),
   with the run's policy loss and aggregation; the release's Clip-Cov regularisation of the
   replayed tokens and its entropy term on them are not applied (entropy_coef is 0 in the paper's
   recipe anyway), and the release's check "at least one row per GPU" is not needed here.
