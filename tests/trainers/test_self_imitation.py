@@ -83,6 +83,16 @@ def test_buffer_state_round_trips_through_torch_save(tmp_path):
     assert list(restored.group_means) == [0.25, -1.0]
 
 
+def test_a_replay_draws_by_the_step_and_keeps_buffer_order():
+    spear = SelfImitation(SelfImitationConfig(enabled=True, buffer_size=4), seed=3)
+    eligible = [entry(s) for s in range(7)]
+    chosen = spear.choose(eligible, step=5)
+    assert len(chosen) == 4  # the largest power of two ≤ 7, within buffer_size
+    assert [e.step for e in chosen] == sorted(e.step for e in chosen)
+    assert chosen == spear.choose(eligible, step=5)  # what a resumed run draws too
+    assert len(spear.choose(eligible[:3], step=5)) == 2
+
+
 def test_the_default_run_has_no_self_imitation(rl_config):
     trainer, _ = build_rl_trainer(rl_config, tools=[EchoTool()], reward_fn=parity_reward)
     assert trainer.self_imitation is None

@@ -107,9 +107,11 @@ class ReplayBuffer:
         self.entries = [e for e in self.entries if step - e.step <= max_age]
 
     def record_groups(self, means: list[float]) -> None:
+        """A step's group-mean rewards join the history (the oldest leave past its size)."""
         self.group_means.extend(means)
 
     def baseline(self, percentile: float) -> float:
+        """b, the `percentile`-th percentile of the history (0 while it is empty)."""
         return reward_baseline(torch.tensor(list(self.group_means)), percentile)
 
     def state_dict(self) -> dict[str, Any]:
@@ -124,7 +126,9 @@ class ReplayBuffer:
         self.group_means.extend(state["group_means"])
 
 
-def admissible(trajectories: list[Trajectory], advantages: torch.Tensor, *, tool_call: bool):
+def admissible(
+    trajectories: list[Trajectory], advantages: torch.Tensor, *, tool_call: bool
+) -> list[Trajectory]:
     """The trajectories that join the buffer: a positive advantage in their group and, with
     `tool_call`, at least one tool call (the release's rule)."""
     return [
@@ -172,7 +176,9 @@ class SelfImitation:
         for t, reward in zip(trajectories, shaped.tolist(), strict=True):
             t.reward = reward
 
-    def step(self, trainer: RLTrainer, trajectories: list[Trajectory], step: int) -> dict:
+    def step(
+        self, trainer: RLTrainer, trajectories: list[Trajectory], step: int
+    ) -> dict[str, float]:
         """Baseline, stale entries, the replay when due, then admission; returns spear/*."""
         c = self.config
         trained = [t for t in trajectories if not t.excluded_from_training]
