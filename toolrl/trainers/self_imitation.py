@@ -34,8 +34,9 @@ How this departs from the authors' released code (TencentYoutuResearch/SPEAR, ve
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -52,6 +53,7 @@ from toolrl.algorithms import (
     tool_curriculum_weight,
     warmup_weight,
 )
+from toolrl.config import Config
 from toolrl.config.schema import SelfImitationConfig
 from toolrl.trainers.batching import (
     TokenBatch,
@@ -61,14 +63,29 @@ from toolrl.trainers.batching import (
     pad_sequences,
     token_logprobs,
 )
+from toolrl.trainers.parallel import DataParallel
 from toolrl.types import Trajectory
-
-if TYPE_CHECKING:
-    from toolrl.trainers.rl import RLTrainer
 
 REPLAY_TRIGGER = 1.5
 """A replay starts once more than REPLAY_TRIGGER × buffer_size held trajectories beat the
 baseline (the release's `is_full_capacity`)."""
+
+
+class Trainer(Protocol):
+    """What self-imitation uses of the RL trainer (`toolrl.trainers.rl.RLTrainer`)."""
+
+    config: Config
+    model: torch.nn.Module
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    parallel: DataParallel
+    policy_loss: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+    def advantages(self, trajectories: list[Trajectory]) -> torch.Tensor: ...
+
+    def rows_per_mini_batch(self) -> int: ...
+
+    def optimizer_step(self, totals: dict[str, float]) -> dict[str, float]: ...
 
 
 @dataclass
@@ -176,9 +193,7 @@ class SelfImitation:
         for t, reward in zip(trajectories, shaped.tolist(), strict=True):
             t.reward = reward
 
-    def step(
-        self, trainer: RLTrainer, trajectories: list[Trajectory], step: int
-    ) -> dict[str, float]:
+    def step(self, trainer: Trainer, trajectories: list[Trajectory], step: int) -> dict[str, float]:
         """Baseline, stale entries, the replay when due, then admission; returns spear/*."""
         c = self.config
         trained = [t for t in trajectories if not t.excluded_from_training]
@@ -233,7 +248,7 @@ def replay_batch(entries: list[ReplayEntry], pad_token_id: int) -> TokenBatch:
 
 
 def replay(
-    trainer: RLTrainer, entries: list[ReplayEntry], baseline: float, weight: float
+    trainer: Trainer, entries: list[ReplayEntry], baseline: float, weight: float
 ) -> dict[str, float]:
     """The imitation update on `entries`: mini-batches of the run's size (this rank's share
     of each, normalisers summed over ranks), exact micro-batch accumulation, one optimizer
