@@ -209,6 +209,46 @@ def test_a_nested_group_takes_overrides_and_checks_them():
         )
 
 
+def test_self_imitation_is_off_by_default_and_its_settings_are_checked(capsys):
+    si = load_config(None, []).algorithm.self_imitation
+    assert not si.enabled
+    assert (si.buffer_size, si.max_age, si.baseline_percentile) == (2048, 5, 50.0)  # release
+    assert (si.loss_coef, si.warmup_steps, si.tool_reward, si.tool_reward_steps) == (
+        1.0,
+        300,
+        "cosine",
+        200,
+    )
+    on = load_config(
+        None,
+        [
+            "algorithm.self_imitation.enabled=true",
+            "algorithm.self_imitation.buffer_size=4",
+            "algorithm.self_imitation.capacity=7",
+            "algorithm.self_imitation.tool_reward=none",
+        ],
+    ).algorithm.self_imitation
+    assert (on.enabled, on.buffer_size, on.capacity, on.tool_reward) == (True, 4, 7, "none")
+    group = "algorithm.self_imitation"
+    cases = {
+        f"{group}.capacity=6": f"`{group}.capacity` (6) must exceed 1.5 × buffer_size (6)",
+        f"{group}.buffer_size=0": f"`{group}.buffer_size` and `{group}.baseline_size` must be",
+        f"{group}.baseline_percentile=101": f"`{group}.baseline_percentile` must be in [0, 100]",
+        f"{group}.loss_coef=-1": f"`{group}.loss_coef` must be >= 0, got -1",
+        f"{group}.max_age=-1": f"`{group}.max_age` and `{group}.warmup_steps` must be >= 0",
+        f"{group}.tool_reward_steps=0": f"`{group}.tool_reward_steps` must be >= 1",
+        f"{group}.tool_reward=linear": "one of 'none', 'constant', 'cosine'",
+        f"{group}.buffer_sise=4": f"did you mean `{group}.buffer_size`",
+    }
+    overrides = {f"{group}.capacity=6": [f"{group}.buffer_size=4"]}
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [*overrides.get(override, []), override])
+    assert cli_main(["config", "show", "tiny", f"{group}.capacity=1"]) == 2
+    err = capsys.readouterr().err
+    assert "must exceed 1.5 × buffer_size" in err and "Traceback" not in err
+
+
 def test_code_execution_is_isolated_for_rewards_and_official_for_evaluation(capsys):
     c = Config()
     assert (c.reward.code_execution, c.eval.code_execution) == ("isolated", "official")

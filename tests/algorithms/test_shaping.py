@@ -1,13 +1,20 @@
-"""Reward shaping: DAPO's overlong penalty and the recipe's tool-call shaping."""
+"""Reward shaping: DAPO's overlong penalty, the recipe's tool-call shaping, SPEAR's curriculum."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolrl.algorithms.shaping import overlong_penalty, tool_call_shaping
+from toolrl.algorithms.shaping import (
+    overlong_penalty,
+    tool_call_curriculum,
+    tool_call_shaping,
+    tool_curriculum_weight,
+)
 
 
 def test_overlong_penalty_hand_computed():
@@ -70,3 +77,34 @@ def test_tool_call_shaping_never_lowers_and_respects_cap(items):
     assert torch.equal(shaped[correct], scores[correct])
     more_calls = tool_call_shaping(scores, correct, calls + 1)
     assert (more_calls >= shaped).all()
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(0, 1.0), (50, (1 + math.cos(math.pi / 4)) / 2), (100, 0.5), (200, 0.0), (201, 0.0)],
+)
+def test_tool_curriculum_weight_decays_as_a_half_cosine(step, expected):
+    # μ(t) = (1 + cos(π·t/T))/2 up to T = 200 (the release's SPEAR scripts), then 0
+    assert tool_curriculum_weight(step, "cosine", 200) == pytest.approx(expected, abs=1e-12)
+    assert tool_curriculum_weight(step, "constant", 200) == 1.0
+    assert tool_curriculum_weight(step, "none", 200) == 0.0
+
+
+def test_tool_curriculum_weight_names_the_valid_schedules():
+    with pytest.raises(ValueError, match="none, constant, cosine"):
+        tool_curriculum_weight(1, "linear", 10)
+
+
+def test_tool_call_curriculum_hand_computed():
+    # μ = 0.5, 0.1 a tool-calling turn, capped at 1: failures (r ≤ 0) earn μ·min(0.1·k, 1),
+    # successes μ once if they called a tool at all.
+    scores = torch.tensor([-1.0, -1.0, -0.6, 1.0, 1.0, 0.0])
+    turns = torch.tensor([0, 3, 20, 2, 0, 1])
+    expected = torch.tensor([-1.0, -0.85, -0.1, 1.5, 1.0, 0.05])
+    torch.testing.assert_close(tool_call_curriculum(scores, turns, 0.5), expected)
+    torch.testing.assert_close(tool_call_curriculum(scores, turns, 0.0), scores)
+
+
+def test_tool_call_curriculum_needs_matching_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        tool_call_curriculum(torch.zeros(2), torch.zeros(3), 1.0)

@@ -35,7 +35,20 @@ from toolrl.algorithms.losses import (
 from toolrl.algorithms.masked import masked_mean, masked_sum
 from toolrl.algorithms.resample import RoCStats, resample_on_correct
 from toolrl.algorithms.rollout_correction import MismatchTally, correct, correction_rates
-from toolrl.algorithms.shaping import overlong_penalty, tool_call_shaping
+from toolrl.algorithms.self_imitation import (
+    group_mean_rewards,
+    recalibrated_advantages,
+    replay_count,
+    reward_baseline,
+    self_imitation_loss,
+    warmup_weight,
+)
+from toolrl.algorithms.shaping import (
+    overlong_penalty,
+    tool_call_curriculum,
+    tool_call_shaping,
+    tool_curriculum_weight,
+)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -57,6 +70,7 @@ __all__ = [
     "get_advantage_estimator",
     "get_kl_estimator",
     "get_policy_loss",
+    "group_mean_rewards",
     "grpo_advantages",
     "gspo_loss",
     "kl_k1",
@@ -69,8 +83,15 @@ __all__ = [
     "overlong_penalty",
     "ppo_clip_loss",
     "reads_entropy",
+    "recalibrated_advantages",
+    "replay_count",
     "resample_on_correct",
+    "reward_baseline",
     "rloo_advantages",
+    "self_imitation_loss",
+    "tool_call_curriculum",
     "tool_call_shaping",
+    "tool_curriculum_weight",
+    "warmup_weight",
     "with_config",
 ]

@@ -2,12 +2,17 @@
 
 - `overlong_penalty`: DAPO's soft overlong punishment, added to the score.
 - `tool_call_shaping`: the recipe's partial credit for tool use on a wrong answer.
+- `tool_call_curriculum` (with its weight, `tool_curriculum_weight`): SPEAR's intrinsic
+  tool-call reward, strong early in training and decayed to nothing.
 
 They take different inputs, so they are not put behind one registry; the config switches
-(`reward.overlong_shaping`, `reward.tool_shaping`) choose which apply.
+(`reward.overlong_shaping`, `reward.tool_shaping`, `algorithm.self_imitation.tool_reward`)
+choose which apply.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -65,3 +70,49 @@ def tool_call_shaping(
     bonus = bonus_per_call * num_tool_calls.to(scores.dtype)
     shaped = torch.maximum(scores, torch.clamp(scores + bonus, max=cap))
     return torch.where(correct.bool(), scores, shaped)
+
+
+def tool_curriculum_weight(step: int, schedule: str, decay_steps: int) -> float:
+    """μ(t), the weight of SPEAR's tool-call reward at 1-based step t (arXiv 2509.22601, the
+    release's `use_toolcall_reward`): `none` 0; `constant` 1; `cosine`
+    (1 + cos(π·t / T)) / 2 for t ≤ T and 0 after (T = `decay_steps`, 200 in the release's
+    SPEAR scripts), so tool use is rewarded while the policy learns the ropes, then not at all.
+    """
+    if schedule == "none":
+        return 0.0
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return (1 + math.cos(math.pi * step / decay_steps)) / 2 if step <= decay_steps else 0.0
+    raise ValueError(f"unknown tool reward schedule {schedule!r}; valid: none, constant, cosine")
+
+
+def tool_call_curriculum(
+    scores: Tensor,
+    num_tool_turns: Tensor,
+    weight: float,
+    per_call: float = 0.1,
+    cap: float = 1.0,
+) -> Tensor:
+    """SPEAR's intrinsic tool-call reward as its Qwen3 scripts compute it (the release's
+    `default_compute_score_enforce_toolcall_posneg_decay_qwen3`; its Qwen2.5 scripts add μ·b to
+    successes too), with k assistant turns that call a tool and b = min(per_call·k, cap):
+
+        r + μ·b             if r ≤ 0   (a failure earns more the more turns used the tool)
+        r + μ·1[k > 0]      if r > 0   (a success earns one bonus for having used a tool)
+
+    μ = `weight` (`tool_curriculum_weight`). It is added on top of the recipe's own shaping
+    (`reward.tool_shaping`, on by default); for SPEAR's reward alone, switch that off.
+    """
+    if scores.shape != num_tool_turns.shape:
+        raise ValueError(
+            f"scores and num_tool_turns must have the same shape; got {tuple(scores.shape)} "
+            f"and {tuple(num_tool_turns.shape)}"
+        )
+    if not scores.is_floating_point():
+        scores = scores.to(torch.get_default_dtype())
+    turns = num_tool_turns.to(scores.dtype)
+    bonus = torch.where(
+        scores <= 0, torch.clamp(per_call * turns, max=cap), (turns > 0).to(scores.dtype)
+    )
+    return scores + weight * bonus

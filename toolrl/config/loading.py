@@ -190,6 +190,7 @@ def validate(config: Config, *, source: str = "<config>") -> None:
         )
     problems += _rollout_correction_problems(a)
     problems += _neighbour_algorithm_problems(a)
+    problems += _self_imitation_problems(a.self_imitation)
     problems += _tools_problems(config.tools)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
@@ -265,6 +266,29 @@ def _rollout_correction_problems(a) -> list[str]:
             "rollout correction weighs π_old (recomputed by the trainer) against π_rollout; "
             "`algorithm.old_log_probs=rollout` makes them the same: use recompute or auto"
         )
+    return problems
+
+
+def _self_imitation_problems(si) -> list[str]:
+    name = "`algorithm.self_imitation"
+    problems = []
+    if si.buffer_size < 1 or si.baseline_size < 1:
+        problems.append(f"{name}.buffer_size` and `{name[1:]}.baseline_size` must be >= 1")
+    if si.capacity <= 1.5 * si.buffer_size:
+        problems.append(
+            f"{name}.capacity` ({si.capacity}) must exceed 1.5 × buffer_size "
+            f"({1.5 * si.buffer_size:g}): a replay starts once more than that many held "
+            "trajectories beat the baseline, so a smaller buffer would never replay"
+        )
+    if si.max_age < 0 or si.warmup_steps < 0:
+        problems.append(f"{name}.max_age` and `{name[1:]}.warmup_steps` must be >= 0")
+    if not 0 <= si.baseline_percentile <= 100:
+        problems.append(f"{name}.baseline_percentile` must be in [0, 100]")
+    for key in ("loss_coef", "tool_reward_per_call", "tool_reward_cap"):
+        if not getattr(si, key) >= 0:  # also catches NaN
+            problems.append(f"{name}.{key}` must be >= 0, got {getattr(si, key):g}")
+    if si.tool_reward == "cosine" and si.tool_reward_steps < 1:
+        problems.append(f"{name}.tool_reward_steps` must be >= 1 for tool_reward=cosine")
     return problems
 
 

@@ -227,6 +227,44 @@ class ResampleOnCorrectConfig:
 
 
 @dataclass
+class SelfImitationConfig:
+    """SPEAR's self-imitation and tool-call reward curriculum (arXiv 2509.22601); off by default.
+    Defaults are the release's SPEAR scripts (TencentYoutuResearch/SPEAR, run_*_spear.sh); the
+    formulas are in toolrl/algorithms/self_imitation.py and toolrl/trainers/self_imitation.py."""
+
+    enabled: bool = False
+    """Keep the trajectories that beat their group and replay them with an imitation loss."""
+    buffer_size: int = 2048
+    """The most trajectories one replay trains on (the release's trajectory_buffer_size): the
+    largest power of two of those whose recalibrated advantage is > 0. A replay happens once
+    more than 1.5 × buffer_size held trajectories beat the baseline; the buffer is then emptied."""
+    capacity: int = 4096
+    """The most trajectories the buffer holds; beyond it the oldest leave first (FIFO)."""
+    max_age: int = 5
+    """Trajectories sampled more than this many steps ago leave the buffer (the release's
+    trajectory_tolerate_steps)."""
+    require_tool_call: bool = True
+    """Admit only trajectories that called a tool (the release's rule), besides A > 0."""
+    baseline_size: int = 10240
+    """The baseline's history: the mean rewards of the last this many groups."""
+    baseline_percentile: float = 50.0
+    """b = this percentile of the history; replayed advantages are r − b (the release: median)."""
+    loss_coef: float = 1.0
+    """γ₀, the imitation loss's weight after warm-up (the release's replay_loss_coef)."""
+    warmup_steps: int = 300
+    """T: γ rises as γ₀·(1 − cos(π·t/T))/2 over the first T steps (max_replay_loss_steps)."""
+    tool_reward: Literal["none", "constant", "cosine"] = "cosine"
+    """The tool-call reward curriculum (use_toolcall_reward): its weight μ is 0, 1, or decays
+    as (1 + cos(π·t/T))/2 to 0 at T = tool_reward_steps."""
+    tool_reward_steps: int = 200
+    """T of the `cosine` tool-call reward (max_toolcall_steps)."""
+    tool_reward_per_call: float = 0.1
+    """A failed trajectory's bonus per assistant turn that calls a tool."""
+    tool_reward_cap: float = 1.0
+    """The most a failed trajectory's tool-call bonus can be (before μ)."""
+
+
+@dataclass
 class AlgorithmConfig:
     advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
     """Advantage estimator: GRPO (r − mean)/(std + eps) over the group (the paper)."""
@@ -277,6 +315,8 @@ class AlgorithmConfig:
     """Importance weights and rejection for the rollout engine's mismatch (off by default)."""
     roc: ResampleOnCorrectConfig = field(default_factory=ResampleOnCorrectConfig)
     """GRPO-RoC resampling of each prompt's oversampled group (off by default)."""
+    self_imitation: SelfImitationConfig = field(default_factory=SelfImitationConfig)
+    """SPEAR's replay buffer, imitation loss and tool-call reward curriculum (off by default)."""
 
 
 @dataclass

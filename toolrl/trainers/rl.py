@@ -4,6 +4,10 @@
     GRPO advantages per group → (optional) drop all-equal groups → old log-probs recomputed
     by the trainer → mini-batch policy updates with exact micro-batch accumulation → metrics
 
+With `algorithm.self_imitation` (SPEAR, off by default) the rewards also get its tool-call
+curriculum, and after the updates a replay buffer of past winners is trained on and refilled
+(toolrl/trainers/self_imitation.py).
+
 How this departs from the paper's released code (Open-AgentRL on verl), on purpose:
 - the tool-call shaping (−1 + 0.1·k on wrong answers, capped at −0.6) really applies (switch:
   reward.tool_shaping); the released code computed it but never used it;
@@ -61,6 +65,7 @@ from toolrl.trainers.batching import (
 )
 from toolrl.trainers.model_io import torch_threads
 from toolrl.trainers.parallel import DataParallel, SingleProcess
+from toolrl.trainers.self_imitation import SelfImitation
 from toolrl.types import Sample, Trajectory
 
 
@@ -179,6 +184,8 @@ class RLTrainer:
         self.policy_loss = with_config(get_policy_loss(alg.policy_loss), alg)
         self.loss_reads_entropy = reads_entropy(get_policy_loss(alg.policy_loss))
         self.kl_estimator = get_kl_estimator(alg.kl_estimator)
+        si = alg.self_imitation
+        self.self_imitation = SelfImitation(si, config.trainer.seed) if si.enabled else None
 
     def step(self, step: int) -> dict[str, float]:
         """One RL step on the prompts of `step`; returns its metrics."""
@@ -191,6 +198,8 @@ class RLTrainer:
                 trajectories = self.rollout.run(samples, rollouts_per_prompt(cfg), seed=seed)
             with timed(timing, "reward"):
                 self.reward_fn(trajectories)
+                if self.self_imitation is not None:  # SPEAR's tool-call reward curriculum
+                    self.self_imitation.shape_rewards(trajectories, step)
             roc = RoCStats()
             batch = self.policy_batch(trajectories, seed=seed, roc=roc)
             with torch_threads(cfg.trainer.update_threads):  # no sandbox runs from here on
@@ -198,7 +207,9 @@ class RLTrainer:
                     self.fill_reference_logprobs(batch)
                 with timed(timing, "update"):
                     update_metrics = self.update_policy(batch)
-            if batch is not None:
+                    if self.self_imitation is not None:  # replay, then admit (SPEAR)
+                        update_metrics.update(self.self_imitation.step(self, trajectories, step))
+            if batch is not None or update_metrics.get("spear/replayed"):
                 self.rollout.weights_updated(step + 1)
         self.last_trajectories = trajectories
         advantages = batch.advantages if batch is not None else torch.zeros(0)

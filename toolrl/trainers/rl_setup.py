@@ -190,9 +190,10 @@ def build_rl_trainer(
     optimizer = build_optimizer(model.parameters(), config.trainer)
     scheduler = build_scheduler(optimizer, config.trainer, total_steps_of(config, prompts))
     ref_model = load_reference(config, base, device) if config.algorithm.kl_coef > 0 else None
-    start = 0
+    state = {"step": 0}
     if checkpoint is not None:
-        start = load_trainer_state(checkpoint, optimizer, scheduler)["step"]
+        state = load_trainer_state(checkpoint, optimizer, scheduler)
+    start = state["step"]
     if config.trainer.mode == "async":
         rollout = async_rollout(config, model, tokenizer, tools, prompts, start)
     else:
@@ -209,6 +210,8 @@ def build_rl_trainer(
         ref_model,
         parallel,
     )
+    if trainer.self_imitation is not None and "self_imitation" in state:
+        trainer.self_imitation.load_state_dict(state["self_imitation"])
     return trainer, start
 
 
@@ -338,8 +341,11 @@ def run_steps(config: Config, trainer: RLTrainer, start: int, validate) -> Path:
 
 
 def save_step(run_dir: Path, step: int, trainer: RLTrainer, config: Config) -> None:
-    """A checkpoint of the policy, optimizer and scheduler after `step` steps."""
+    """A checkpoint of the policy, optimizer, scheduler (and self-imitation's replay buffer)
+    after `step` steps."""
     state = {"config": yaml.safe_dump(config.to_dict())}
+    if trainer.self_imitation is not None:  # SPEAR's replay buffer and baseline history
+        state["self_imitation"] = trainer.self_imitation.state_dict()
     parts = (trainer.model, trainer.tokenizer, trainer.optimizer, trainer.scheduler)
     save_checkpoint(run_dir, step, *parts, state)
 
