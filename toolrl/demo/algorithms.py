@@ -39,6 +39,18 @@ VARIANTS: dict[str, Variant] = {
     "grpo_roc": Variant(
         "GRPO-RoC", ("algorithm.roc.enabled=true",), "rStar2-Agent (arXiv 2508.20722)"
     ),
+    "spear": Variant(
+        "SPEAR (self-imitation; buffer scaled to 20 steps)",
+        (
+            "algorithm.self_imitation.enabled=true",
+            "algorithm.self_imitation.buffer_size=32",
+            "algorithm.self_imitation.capacity=256",
+            "algorithm.self_imitation.warmup_steps=10",
+            "algorithm.self_imitation.tool_reward_steps=20",
+        ),
+        "SPEAR (arXiv 2509.22601); the release's buffer of 2048 and 300 warm-up steps would "
+        "never replay in the demo's 20 steps of 128 trajectories",
+    ),
     "async_k1": Variant(
         "GRPO-TCR, asynchronous (k = 1)",
         ("trainer.mode=async", "trainer.max_staleness=1"),
