@@ -69,11 +69,12 @@ def algorithms(
     fresh: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every (variant, seed) — GRPO-TCR always — and write the comparison (module docstring)."""
+    """Run every (variant, seed), GRPO-TCR's always, and write the comparison (module docstring)."""
     out = Path(out)
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
-    names = [BASELINE, *[n for n in (only or VARIANTS) if n != BASELINE]]
+    # The options first, GRPO-TCR last (its runs may come from another process meanwhile).
+    names = [*[n for n in (only or VARIANTS) if n != BASELINE], BASELINE]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; valid: {list(VARIANTS)}")
@@ -87,6 +88,7 @@ def algorithms(
             say(f"== {name}, seed {seed}")
             record = run_once(settings, out / f"stages_{name}_s{seed}.json", say=say)
             runs.setdefault(name, []).append(run_numbers(record, out / record["rl_run_dir"]))
+    runs = {BASELINE: runs.pop(BASELINE), **runs}  # the baseline's row first
     result = {"seeds": seeds, "k": record["k"], "runs": runs, "table": summarise(runs)}
     (out / "algorithms.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "algorithms.md").write_text(algorithms_markdown(result))
