@@ -179,6 +179,23 @@ def test_a_resume_counts_the_batches_the_killed_run_had_started(tmp_path, capsys
     assert rollout.metrics()["async/dropped_batches"] == 0
 
 
+@pytest.mark.parametrize("partial", [True, False])
+def test_validation_takes_a_new_version_only_where_training_rollouts_may(tiny_tokenizer, partial):
+    """Without partial rollouts a published version waits until no trajectory is in flight:
+    validation generating meanwhile must not load it under them."""
+    from toolrl.rollout.async_rollout import NewestWeights, VersionedEngine
+    from toolrl.rollout.engines.base import GenerationRequest
+    from toolrl.rollout.engines.scripted import ScriptedEngine
+
+    loaded = []
+    engine = ScriptedEngine(tiny_tokenizer, lambda context: "ok")
+    versioned = VersionedEngine(engine, lambda state: loaded.append(state), 0, partial=partial)
+    versioned.publish(1, {"v": 1})
+    (result,) = NewestWeights(versioned).generate([GenerationRequest([1, 2], 4)])
+    assert result.weight_version == (1 if partial else 0)
+    assert loaded == ([{"v": 1}] if partial else [])
+
+
 @pytest.mark.slow
 def test_a_killed_async_run_resumes_without_duplicated_or_missing_steps(rl_config, tmp_path):
     overrides = [

@@ -148,12 +148,14 @@ class RayProducer:
         """Worker i's share of a batch; re-run on a fresh worker if it dies meanwhile."""
         from ray.exceptions import RayActorError
 
-        for attempt in range(self.max_replacements + 1):
+        replaced = 0
+        while True:
             worker = self.workers[i]
             try:
                 trajectories, held = await worker.rollout.remote(groups, n, seed)
             except RayActorError as err:
-                if attempt == self.max_replacements:
+                replaced += 1
+                if replaced > self.max_replacements:
                     raise RuntimeError(
                         f"rollout worker {i} died and {self.max_replacements} replacements did "
                         f"not finish its share of the batch; last error: {err}"
@@ -163,7 +165,6 @@ class RayProducer:
                 continue
             self._hold(i, held)
             return trajectories
-        raise AssertionError("unreachable")
 
     def _hold(self, i: int, version: int) -> None:
         self.held[i] = max(self.held[i], version)  # replies may arrive out of order

@@ -121,7 +121,10 @@ class VersionedEngine(Engine):
 
 
 class NewestWeights(Engine):
-    """Validation's view of a shared `VersionedEngine`: it takes the newest weights first."""
+    """Validation's view of a shared `VersionedEngine` (closing it leaves the engine open).
+    With partial rollouts it generates with the newest weights (taken at the call, as every
+    call does); without, with the version the engine holds: taking a newer one would change
+    the weights under the trajectories in flight, which then would have two versions."""
 
     def __init__(self, versioned: VersionedEngine):
         self.versioned = versioned
@@ -131,7 +134,6 @@ class NewestWeights(Engine):
         return self.versioned.max_context_length
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        self.versioned.take_pending()
         return self.versioned.generate(requests)
 
     def close(self) -> None:
