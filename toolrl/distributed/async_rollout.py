@@ -30,6 +30,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from toolrl.distributed.data_parallel import full_state_dict
@@ -264,12 +265,14 @@ def ray_async_rollout(
     model,
     tools: list,
     max_context_length: int,
+    *,
     plan: StepPlan,
-    journal,
+    journal: Path,
     rank: int,
 ) -> BroadcastAheadRollout:
-    """Rank `rank`'s provider: on rank 0 an `AsyncRollout` over new workers that start from
-    the model's weights (the resumed checkpoint's) as version `plan.start`."""
+    """Rank `rank`'s provider: on rank 0 an `AsyncRollout` over `num_workers` new workers
+    that start from the model's weights (the resumed checkpoint's) as version `plan.start`,
+    noting the batches it starts in `journal`."""
 
     def snapshot() -> dict:
         return {k: v.cpu() for k, v in full_state_dict(model).items()}

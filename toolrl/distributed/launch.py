@@ -7,7 +7,8 @@
       └─ sandbox workers: a Ray actor pool behind the code interpreter (`cluster.sandbox_workers`)
 
 Every rank runs the same step. Rank 0's rollout provider sends the weights to the rollout
-workers, gathers the trajectories and broadcasts them to the other ranks (`BroadcastRollout`);
+workers, gathers the trajectories and broadcasts them to the other ranks (`BroadcastRollout`;
+with `trainer.mode=async` the workers produce ahead, `toolrl/distributed/async_rollout.py`);
 rank 0 alone computes the rewards and broadcasts them (`rank_zero_rewards`: a code reward runs
 programs once, and every rank sees the same advantages). From there each rank computes
 advantages and old log-probs for its rows and trains them (`ProcessGroup`, data_parallel.py).
@@ -198,10 +199,16 @@ def broadcast_rollout(spec: dict, rank: int, tools: list | None):
         if plan is not None:
             from toolrl.distributed.async_rollout import ray_async_rollout
 
-            start = start_rollout_worker(spec, asynchronous=True)
-            journal = async_journal(config)
-            args = (start, spec["num_workers"], model, chosen, context, plan, journal, rank)
-            return ray_async_rollout(*args)
+            return ray_async_rollout(
+                start_rollout_worker(spec, asynchronous=True),
+                spec["num_workers"],
+                model,
+                chosen,
+                context,
+                plan=plan,
+                journal=async_journal(config),
+                rank=rank,
+            )
         if rank != 0:
             return BroadcastRollout(None, model, [], context)
         workers = RayRollout(start_rollout_worker(spec), spec["num_workers"])
