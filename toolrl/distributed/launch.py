@@ -28,6 +28,7 @@ from typing import Any
 
 from toolrl.config import Config, from_dict
 from toolrl.distributed.data_parallel import full_state_dict
+from toolrl.rollout.async_rollout import StepPlan
 from toolrl.rollout.provider import stamp_version
 from toolrl.trainers.rl_setup import (
     async_journal,
@@ -190,7 +191,7 @@ def broadcast_rollout(spec: dict, rank: int, tools: list | None):
     (toolrl/distributed/async_rollout.py). `tools`: what validation on rank 0 calls; the
     workers build their own."""
 
-    def make(model, tokenizer, trainer_tools: list, plan=None):
+    def make(model, tokenizer, trainer_tools: list, plan: StepPlan | None = None):
         from toolrl.distributed.rollout import RayRollout
 
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)

@@ -19,6 +19,7 @@ from toolrl.config import Config, ConfigError, check_rl
 from toolrl.data.io import DataError, write_jsonl
 from toolrl.data.rl import load_rl_samples
 from toolrl.rollout.agent_loop import settings_from_config
+from toolrl.rollout.async_rollout import StepPlan
 from toolrl.rollout.engines.factory import build_engine
 from toolrl.rollout.provider import LocalRollout, RolloutProvider
 from toolrl.rollout.records import trajectory_record
@@ -73,10 +74,8 @@ def total_steps_of(config: Config, prompts: PromptStream) -> int:
     return config.trainer.total_steps or config.trainer.epochs * prompts.steps_per_epoch()
 
 
-def step_plan(config: Config, prompts: PromptStream, start: int):
+def step_plan(config: Config, prompts: PromptStream, start: int) -> StepPlan | None:
     """The steps an asynchronous rollout produces ahead (`trainer.mode=async`), else None."""
-    from toolrl.rollout.async_rollout import StepPlan
-
     if config.trainer.mode != "async":
         return None
     return StepPlan(
@@ -99,7 +98,7 @@ def local_rollout(config: Config):
     following the trained model (HF decodes with it; vLLM takes its weights after updates), or
     with a `StepPlan` the asynchronous producer (`async_rollout`)."""
 
-    def make(model, tokenizer, tools: list, plan=None) -> RolloutProvider:
+    def make(model, tokenizer, tools: list, plan: StepPlan | None = None) -> RolloutProvider:
         if plan is not None:
             return async_rollout(config, model, tokenizer, tools, plan)
         engine = build_engine(
@@ -121,7 +120,7 @@ def local_rollout(config: Config):
     return make
 
 
-def async_rollout(config: Config, model, tokenizer, tools: list, plan):
+def async_rollout(config: Config, model, tokenizer, tools: list, plan: StepPlan) -> RolloutProvider:
     """The asynchronous producer (toolrl/rollout/async_rollout.py) on its own copy of the
     policy: a deep copy for `hf`, vLLM's own processes for `vllm`; validation generates with the
     trained model itself (`hf`) or with the newest weights in the shared vLLM engine."""
