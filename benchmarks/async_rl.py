@@ -8,8 +8,9 @@ steps of `--prompts` prompts × `--n` rollouts, the whole `fit` timed (model loa
 same for every mode); modes are interleaved over `--rounds` rounds, medians and ranges reported.
 
 Printed per mode: trajectories per second, optimizer steps per minute, the ratio to sync, and
-from the run's metrics the mean staleness, the partial-trajectory fraction and the time the
-trainer waited for its batch. Target (issue 23): async k = 1 >= 1.5x sync.
+from the run's metrics the mean staleness, the partial-trajectory fraction, the time the
+trainer waited for its batch, and the time its steps spent on everything else (rewards, π_old,
+updates: "busy"; the rest of the wall time is model loading and, under Ray, starting actors). Target (issue 23): async k = 1 >= 1.5x sync.
 
 `--backend ray` runs every mode under `cluster.backend=ray` on a local Ray cluster (started
 once, before the timed runs): one gloo training rank and `--workers` rollout workers (actors),
@@ -117,6 +118,7 @@ def run_mode(mode: str, args, out: Path, round_index: int) -> dict[str, float]:
         "staleness": statistics.mean(r.get("async/staleness/mean", 0.0) for r in rows),
         "partial": statistics.mean(r.get("async/partial_frac", 0.0) for r in rows),
         "wait_s": sum(r.get("async/trainer_wait_s", r.get("timing/rollout", 0.0)) for r in rows),
+        "steps_s": sum(r["timing/step"] for r in rows),
     }
 
 
@@ -158,7 +160,7 @@ def main() -> int:
     )
     print(
         "mode  traj/s (median [range])     steps/min  /sync   /k0  staleness  partial  "
-        "trainer wait s"
+        "trainer wait s  trainer busy s"
     )
     base = statistics.median(x["traj_per_s"] for x in results[modes[0]])
     k0 = statistics.median(x["traj_per_s"] for x in results.get("k0", results[modes[0]]))
@@ -172,6 +174,7 @@ def main() -> int:
             f"  {statistics.median(x['staleness'] for x in runs):9.2f}"
             f"  {statistics.median(x['partial'] for x in runs):7.2f}"
             f"  {statistics.median(x['wait_s'] for x in runs):14.1f}"
+            f"  {statistics.median(x['steps_s'] - x['wait_s'] for x in runs):14.1f}"
         )
     return 0
 

@@ -62,9 +62,14 @@ class AsyncRolloutWorker:
     async def publish(self, state: dict, version: int) -> int:
         """A new version (taken now if nothing is in flight); returns `held()`."""
         await asyncio.to_thread(self.versioned.publish, version, state)
-        if self.in_flight == 0:
-            await asyncio.to_thread(self.versioned.take_pending)
+        self._take_if_idle()
         return self.held()
+
+    def _take_if_idle(self) -> None:
+        """With nothing in flight, load a published version now. On the event loop's thread,
+        not a worker thread: a share starting while it loads would get two versions."""
+        if self.in_flight == 0:
+            self.versioned.take_pending()
 
     async def rollout(self, groups: list[Sample], n: int, seed: int):
         """n trajectories for every sample of `groups`, and `held()` once they are done."""
@@ -77,8 +82,7 @@ class AsyncRolloutWorker:
             trajectories = await self.loop.arun_on(self._scheduler, groups, n, seed, self._slots)
         finally:
             self.in_flight -= 1
-        if self.in_flight == 0:  # without partial rollouts, the moment to take a new version
-            await asyncio.to_thread(self.versioned.take_pending)
+        self._take_if_idle()  # without partial rollouts, the moment to take a new version
         return trajectories, self.held()
 
     async def generate(self, requests: list) -> list:
