@@ -131,6 +131,15 @@ def test_cross_field_checks_name_the_keys():
         load_config(None, ["algorithm.clip_ratio_low=1.5"])
 
 
+def test_async_runs_under_ray_but_never_with_the_engines_log_probs_as_pi_old():
+    config = load_config(None, ["trainer.mode=async", "cluster.backend=ray"])
+    assert (config.trainer.mode, config.cluster.backend) == ("async", "ray")
+    with pytest.raises(ConfigError, match="π_old must be recomputed"):
+        load_config(
+            None, ["trainer.mode=async", "cluster.backend=ray", "algorithm.old_log_probs=rollout"]
+        )
+
+
 def test_base_chains_merge_and_loops_fail(tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\nrollout:\n  n: 4\n")
     (tmp_path / "b.yaml").write_text("rollout:\n  n: 8\n  max_turns: 3\n")

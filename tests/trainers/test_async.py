@@ -99,6 +99,20 @@ def test_staleness_never_exceeds_k_when_the_producer_runs_ahead(
     assert lagging > 0, "the producer never ran ahead: the test did not test the bound"
 
 
+def two_a_step(samples, total, start=0):
+    """A plan of `total` steps of two prompts × 2 rollouts, seeded by the step, k = 1."""
+    from toolrl.rollout.async_rollout import StepPlan
+
+    return StepPlan(
+        batch_of=lambda step: samples[2 * step : 2 * step + 2],
+        seed_of=lambda step: step,
+        n=2,
+        start=start,
+        total=total,
+        max_staleness=1,
+    )
+
+
 CALL = '<tool_call>\n{"name": "code_interpreter", "arguments": {"code": "print(1)"}}\n</tool_call>'
 
 
@@ -113,19 +127,19 @@ def test_a_partial_rollout_continues_with_the_new_weights_and_says_so(tiny_token
     engine is loaded with each published version, in order."""
     from toolrl.data.rl import load_rl_samples
     from toolrl.rollout.agent_loop import LoopSettings
-    from toolrl.rollout.async_rollout import AsyncRollout, VersionedEngine
+    from toolrl.rollout.async_rollout import AsyncRollout, EngineProducer, VersionedEngine
     from toolrl.rollout.engines.scripted import ScriptedEngine
 
     samples = load_rl_samples(rl_data)
     loaded = []
     engine = ScriptedEngine(tiny_tokenizer, three_calls)
     versioned = VersionedEngine(engine, lambda state: loaded.append(state["v"]), 0, partial=True)
+    tools = [SlowEcho((0.1, 0.3))]
+    settings = LoopSettings(max_turns=6, max_response_length=4096)
+    producer = EngineProducer(versioned, tiny_tokenizer, tools, settings)
     rollout = AsyncRollout(
-        versioned, engine, tiny_tokenizer, [SlowEcho((0.1, 0.3))],
-        LoopSettings(max_turns=6, max_response_length=4096),
-        batch_of=lambda step: samples[2 * step : 2 * step + 2], seed_of=lambda step: step,
-        n=2, start=0, total=3, max_staleness=1, snapshot=lambda: {"v": len(loaded) + 1},
-    )  # fmt: skip
+        producer, engine, tools, 0, two_a_step(samples, 3), lambda: {"v": len(loaded) + 1}
+    )
     partial = 0
     try:
         for step in range(3):
@@ -143,6 +157,45 @@ def test_a_partial_rollout_continues_with_the_new_weights_and_says_so(tiny_token
     assert loaded == sorted(loaded) and loaded[0] == 1
 
 
+def test_a_resume_counts_the_batches_the_killed_run_had_started(tmp_path, capsys):
+    """The journal says batches up to step 4 (0-based) were started: resuming at step 2 drops
+    steps 2, 3, 4 (3 batches, reported once); at step 5 nothing; without a journal nothing."""
+    from toolrl.rollout.async_rollout import AsyncRollout, dropped_on_resume, note_started
+
+    journal = tmp_path / "run" / "async_batches.json"
+    assert dropped_on_resume(journal, 2) == 0
+    for step in range(5):
+        note_started(journal, step)
+    assert dropped_on_resume(journal, 5) == 0
+    assert dropped_on_resume(journal, 2) == 3
+    assert "dropped the 3 batches" in capsys.readouterr().err
+
+    class Idle:  # a producer that is never asked to produce
+        def metrics(self):
+            return {}
+
+    rollout = AsyncRollout(Idle(), None, [], 0, two_a_step([], 6, start=2), dict, journal)
+    assert rollout.metrics()["async/dropped_batches"] == 3
+    assert rollout.metrics()["async/dropped_batches"] == 0
+
+
+@pytest.mark.parametrize("partial", [True, False])
+def test_validation_takes_a_new_version_only_where_training_rollouts_may(tiny_tokenizer, partial):
+    """Without partial rollouts a published version waits until no trajectory is in flight:
+    validation generating meanwhile must not load it under them."""
+    from toolrl.rollout.async_rollout import NewestWeights, VersionedEngine
+    from toolrl.rollout.engines.base import GenerationRequest
+    from toolrl.rollout.engines.scripted import ScriptedEngine
+
+    loaded = []
+    engine = ScriptedEngine(tiny_tokenizer, lambda context: "ok")
+    versioned = VersionedEngine(engine, lambda state: loaded.append(state), 0, partial=partial)
+    versioned.publish(1, {"v": 1})
+    (result,) = NewestWeights(versioned).generate([GenerationRequest([1, 2], 4)])
+    assert result.weight_version == (1 if partial else 0)
+    assert loaded == ([{"v": 1}] if partial else [])
+
+
 @pytest.mark.slow
 def test_a_killed_async_run_resumes_without_duplicated_or_missing_steps(rl_config, tmp_path):
     overrides = [
@@ -154,3 +207,5 @@ def test_a_killed_async_run_resumes_without_duplicated_or_missing_steps(rl_confi
     rows = read_metrics(tmp_path / "b" / "test")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["async/staleness/max"] <= 1 for r in rows)
+    # killed inside step 3 (checkpoint 2): the batch of step 3 had been started, and dropped
+    assert [r["async/dropped_batches"] for r in rows] == [0, 0, 1]

@@ -173,10 +173,6 @@ def validate(config: Config, *, source: str = "<config>") -> None:
             "`trainer.mode=async` trains on trajectories of older weights: π_old must be "
             "recomputed (algorithm.old_log_probs=auto or recompute)"
         )
-    if t.mode == "async" and config.cluster.backend == "ray":
-        problems.append(
-            "`trainer.mode=async` runs in one process; it does not take cluster.backend=ray yet"
-        )
     if t.logprob_micro_batch_size < 1:
         problems.append("`trainer.logprob_micro_batch_size` must be >= 1")
     c = config.cluster

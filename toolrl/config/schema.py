@@ -360,7 +360,8 @@ class TrainerConfig:
     """Passes over the training data when total_steps is 0."""
     mode: Literal["sync", "async"] = "sync"
     """`sync`: each step rolls out, then trains (the paper). `async`: rollouts are generated
-    ahead of the trainer on a copy of the weights, at most `max_staleness` versions behind
+    ahead of the trainer on a copy of the weights (in this process, or on the Ray rollout
+    workers with cluster.backend=ray), at most `max_staleness` versions behind
     (toolrl/rollout/async_rollout.py); π_old is then always recomputed."""
     max_staleness: int = 1
     """`mode=async`: k, how many weight versions behind the trainer a trajectory's oldest token

@@ -5,6 +5,8 @@
   on GPUs), which makes the update equal to the single-process one.
 - `rollout.py`: rollout workers as Ray actors (one engine each), the trajectories of a step
   spread over them, a dead worker replaced and its trajectories re-run.
+- `async_rollout.py`: `trainer.mode=async` on the rollout workers: they produce the next steps'
+  batches while the ranks train, within the staleness bound.
 - `sandbox.py`: sandbox workers as a Ray actor pool behind the `code_interpreter` tool.
 - `launch.py`: `cluster.backend=ray`: places all of it on a Ray cluster and runs `fit`.
 

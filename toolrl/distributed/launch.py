@@ -7,7 +7,8 @@
       └─ sandbox workers: a Ray actor pool behind the code interpreter (`cluster.sandbox_workers`)
 
 Every rank runs the same step. Rank 0's rollout provider sends the weights to the rollout
-workers, gathers the trajectories and broadcasts them to the other ranks (`BroadcastRollout`);
+workers, gathers the trajectories and broadcasts them to the other ranks (`BroadcastRollout`;
+with `trainer.mode=async` the workers produce ahead, `toolrl/distributed/async_rollout.py`);
 rank 0 alone computes the rewards and broadcasts them (`rank_zero_rewards`: a code reward runs
 programs once, and every rank sees the same advantages). From there each rank computes
 advantages and old log-probs for its rows and trains them (`ProcessGroup`, data_parallel.py).
@@ -27,8 +28,15 @@ from typing import Any
 
 from toolrl.config import Config, from_dict
 from toolrl.distributed.data_parallel import full_state_dict
+from toolrl.rollout.async_rollout import StepPlan
 from toolrl.rollout.provider import stamp_version
-from toolrl.trainers.rl_setup import default_reward_fn, default_tools, fit, run_dir_of
+from toolrl.trainers.rl_setup import (
+    async_journal,
+    default_reward_fn,
+    default_tools,
+    fit,
+    run_dir_of,
+)
 from toolrl.types import Sample, Trajectory
 
 CPU_SHARE = 0.01
@@ -178,35 +186,58 @@ class BroadcastRollout:
 
 
 def broadcast_rollout(spec: dict, rank: int, tools: list | None):
-    """`make_rollout` for `build_rl_trainer`: a `RayRollout` over new workers on rank 0
-    (`tools`: what validation on rank 0 calls; the workers build their own)."""
+    """`make_rollout` for `build_rl_trainer`: a `RayRollout` over new workers on rank 0, or with
+    a `StepPlan` (`trainer.mode=async`) workers producing ahead
+    (toolrl/distributed/async_rollout.py). `tools`: what validation on rank 0 calls; the
+    workers build their own."""
 
-    def make(model, tokenizer, trainer_tools: list) -> BroadcastRollout:
+    def make(model, tokenizer, trainer_tools: list, plan: StepPlan | None = None):
         from toolrl.distributed.rollout import RayRollout
 
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        config = from_dict(spec["config"], source="ray training rank")
+        chosen = tools if tools is not None else default_tools(config) if rank == 0 else []
+        if plan is not None:
+            from toolrl.distributed.async_rollout import ray_async_rollout
+
+            return ray_async_rollout(
+                start_rollout_worker(spec, asynchronous=True),
+                spec["num_workers"],
+                model,
+                chosen,
+                context,
+                plan=plan,
+                journal=async_journal(config),
+                rank=rank,
+            )
         if rank != 0:
             return BroadcastRollout(None, model, [], context)
         workers = RayRollout(start_rollout_worker(spec), spec["num_workers"])
-        config = from_dict(spec["config"], source="ray training rank")
-        chosen = tools if tools is not None else default_tools(config)
         return BroadcastRollout(workers, model, chosen, context)
 
     return make
 
 
-def start_rollout_worker(spec: dict) -> Callable[[], Any]:
-    """A function that starts one rollout worker actor as `spec` describes."""
+def start_rollout_worker(spec: dict, *, asynchronous: bool = False) -> Callable[[], Any]:
+    """A function that starts one rollout worker actor as `spec` describes (`asynchronous`:
+    one that produces ahead, `AsyncRolloutWorker`)."""
 
     def start():
         import ray
 
+        from toolrl.distributed.async_rollout import AsyncRolloutWorker
         from toolrl.distributed.rollout import RolloutWorker
 
-        actor = ray.remote(RolloutWorker).options(
-            scheduling_strategy="SPREAD", **spec["actor_options"]
+        options = {"scheduling_strategy": "SPREAD", **spec["actor_options"]}
+        if asynchronous:
+            actor = ray.remote(AsyncRolloutWorker).options(**options)
+            partial = spec["config"]["trainer"]["partial_rollouts"]
+            return actor.remote(spec["config"], spec["tools_factory"], partial=partial)
+        return (
+            ray.remote(RolloutWorker)
+            .options(**options)
+            .remote(spec["config"], spec["tools_factory"])
         )
-        return actor.remote(spec["config"], spec["tools_factory"])
 
     return start
 

@@ -72,6 +72,12 @@ class RolloutWorker:
 
     def load_weights(self, state: dict, version: int) -> int:
         """Take the trainer's weights (a state dict); returns the version now held."""
+        self.load_state(state)
+        self.version = version
+        return version
+
+    def load_state(self, state: dict) -> None:
+        """Put a state dict into the engine's weights."""
         if self.model is not None:  # the HF engine decodes with `self.model` itself
             self.model.load_state_dict(state)
         else:  # vLLM: wake the weights, overwrite them, then re-allocate the KV cache
@@ -81,8 +87,6 @@ class RolloutWorker:
             self.engine.load_weights(state.items())
             if asleep:
                 self.engine.wake_up(tags=["kv_cache"])
-        self.version = version
-        return version
 
     def rollout(self, groups: list[Sample], n: int, seed: int) -> list[Trajectory]:
         """n trajectories for every sample of `groups`, seeded by the step's `seed`.
@@ -214,9 +218,10 @@ class RayRollout:
 
 
 class RayEngine:
-    """`Engine.generate` spread over a `RayRollout`'s workers (requests split evenly)."""
+    """`Engine.generate` spread over the `workers` of a `RayRollout` (or of an asynchronous
+    `RayProducer`), requests split evenly."""
 
-    def __init__(self, rollout: RayRollout):
+    def __init__(self, rollout):
         self.rollout = rollout
 
     def generate(self, requests: list) -> list:

@@ -6,7 +6,9 @@ trajectories; the trainer never looks behind it. Implementations:
 - `LocalRollout` (here): one `AgentLoop` over an engine in this process (HF on the trained
   model itself, or vLLM with its weights synced from the trainer);
 - `toolrl.distributed.launch.BroadcastRollout`: Ray rollout workers driven from training rank 0,
-  the trajectories broadcast to every rank.
+  the trajectories broadcast to every rank;
+- `toolrl.rollout.async_rollout.AsyncRollout` (`trainer.mode=async`): batches produced ahead in
+  this process, or by Ray workers (`toolrl.distributed.async_rollout.BroadcastAheadRollout`).
 
 The seed of a rollout is an argument of `run`, never a setting mutated between calls, and the
 trainer says after every update which weight version the policy now has (`weights_updated`).

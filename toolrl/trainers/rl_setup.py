@@ -19,6 +19,7 @@ from toolrl.config import Config, ConfigError, check_rl
 from toolrl.data.io import DataError, write_jsonl
 from toolrl.data.rl import load_rl_samples
 from toolrl.rollout.agent_loop import settings_from_config
+from toolrl.rollout.async_rollout import StepPlan
 from toolrl.rollout.engines.factory import build_engine
 from toolrl.rollout.provider import LocalRollout, RolloutProvider
 from toolrl.rollout.records import trajectory_record
@@ -73,11 +74,33 @@ def total_steps_of(config: Config, prompts: PromptStream) -> int:
     return config.trainer.total_steps or config.trainer.epochs * prompts.steps_per_epoch()
 
 
+def step_plan(config: Config, prompts: PromptStream, start: int) -> StepPlan | None:
+    """The steps an asynchronous rollout produces ahead (`trainer.mode=async`), else None."""
+    if config.trainer.mode != "async":
+        return None
+    return StepPlan(
+        batch_of=prompts.batch,
+        seed_of=lambda step: rollout_seed(config, step),
+        n=rollouts_per_prompt(config),
+        start=start,
+        total=total_steps_of(config, prompts),
+        max_staleness=config.trainer.max_staleness,
+    )
+
+
+def async_journal(config: Config) -> Path:
+    """Where the asynchronous producer notes the batches it started (for a resume's count)."""
+    return run_dir_of(config) / "async_batches.json"
+
+
 def local_rollout(config: Config):
     """`make_rollout` for a single process: an agent loop on the engine `rollout.engine` names,
-    following the trained model (HF decodes with it; vLLM takes its weights after updates)."""
+    following the trained model (HF decodes with it; vLLM takes its weights after updates), or
+    with a `StepPlan` the asynchronous producer (`async_rollout`)."""
 
-    def make(model, tokenizer, tools: list) -> RolloutProvider:
+    def make(model, tokenizer, tools: list, plan: StepPlan | None = None) -> RolloutProvider:
+        if plan is not None:
+            return async_rollout(config, model, tokenizer, tools, plan)
         engine = build_engine(
             config,
             model.name_or_path,
@@ -97,16 +120,21 @@ def local_rollout(config: Config):
     return make
 
 
-def async_rollout(config: Config, model, tokenizer, tools: list, prompts: PromptStream, start: int):
+def async_rollout(config: Config, model, tokenizer, tools: list, plan: StepPlan) -> RolloutProvider:
     """The asynchronous producer (toolrl/rollout/async_rollout.py) on its own copy of the
     policy: a deep copy for `hf`, vLLM's own processes for `vllm`; validation generates with the
     trained model itself (`hf`) or with the newest weights in the shared vLLM engine."""
-    from toolrl.rollout.async_rollout import AsyncRollout, NewestWeights, VersionedEngine
+    from toolrl.rollout.async_rollout import (
+        AsyncRollout,
+        EngineProducer,
+        NewestWeights,
+        VersionedEngine,
+    )
 
     def snapshot() -> dict:
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    t = config.trainer
+    t, start = config.trainer, plan.start
     if config.rollout.engine == "hf":
         copy = deepcopy(model).eval().requires_grad_(False)
         inner = build_engine(config, model.name_or_path, tokenizer=tokenizer, model=copy)
@@ -124,19 +152,15 @@ def async_rollout(config: Config, model, tokenizer, tools: list, prompts: Prompt
         max_context_length=inner.max_context_length,
         seed=t.seed,
     )
+    producer = EngineProducer(versioned, tokenizer, tools, settings)
     return AsyncRollout(
-        versioned,
+        producer,
         validation,
-        tokenizer,
         tools,
-        settings,
-        batch_of=prompts.batch,
-        seed_of=lambda step: rollout_seed(config, step),
-        n=rollouts_per_prompt(config),
-        start=start,
-        total=total_steps_of(config, prompts),
-        max_staleness=t.max_staleness,
-        snapshot=snapshot,
+        settings.max_context_length,
+        plan,
+        snapshot,
+        journal=async_journal(config),
     )
 
 
@@ -167,8 +191,9 @@ def build_rl_trainer(
 ) -> tuple[RLTrainer, int]:
     """An RLTrainer and the step to start from (the last checkpoint's when resuming).
 
-    `make_rollout(model, tokenizer, tools)` builds the `RolloutProvider` (default: an agent
-    loop in this process, `local_rollout`); `parallel` is the data-parallel group this process
+    `make_rollout(model, tokenizer, tools, plan)` builds the `RolloutProvider` (default: an
+    agent loop in this process, `local_rollout`; `plan`: the `StepPlan` of `trainer.mode=async`,
+    else None); `parallel` is the data-parallel group this process
     trains in (default: a single process). The Ray backend passes both.
     """
     check_rl(config)
@@ -194,10 +219,8 @@ def build_rl_trainer(
     if checkpoint is not None:
         state = load_trainer_state(checkpoint, optimizer, scheduler)
     start = state["step"]
-    if config.trainer.mode == "async":
-        rollout = async_rollout(config, model, tokenizer, tools, prompts, start)
-    else:
-        rollout = (make_rollout or local_rollout(config))(model, tokenizer, tools)
+    plan = step_plan(config, prompts, start)
+    rollout = (make_rollout or local_rollout(config))(model, tokenizer, tools, plan)
     trainer = RLTrainer(
         config,
         model,
