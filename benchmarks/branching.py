@@ -34,6 +34,7 @@ from toolrl.chat import CODE_INTERPRETER_SCHEMA
 from toolrl.config.schema import BranchingConfig
 from toolrl.models.tiny import write_tiny
 from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
+from toolrl.rollout.engines.base import GenerationRequest
 from toolrl.rollout.engines.hf import HFEngine
 from toolrl.types import Sample
 
@@ -125,6 +126,19 @@ def main() -> None:
     grpo, reuse, prefill = (median[name]["wall"] for name in MODES)
     print(f"arpo reuse / grpo wall:          {reuse / grpo:.2f}x")
     print(f"arpo prefill / arpo reuse wall:  {prefill / reuse:.2f}x (what re-prefilling costs)")
+    branches = int(median["arpo reuse"]["branches"])
+    lent = median["arpo reuse"]["reused"] - median["arpo prefill"]["reused"]
+    if branches and lent > 0:  # the re-prefill alone, without the rest of the step's noise
+        length = int(lent / branches)
+        inner.prefixes.clear()
+        requests = [GenerationRequest([5 + i % 200] * length, 1, seed=i) for i in range(branches)]
+        start = time.perf_counter()
+        inner.generate(requests)
+        alone = time.perf_counter() - start
+        print(
+            f"prefilling the {branches} branches' prefixes ({length} tokens each) alone: "
+            f"{alone:.3f}s, {alone / reuse:.1%} of the arpo step"
+        )
 
 
 if __name__ == "__main__":

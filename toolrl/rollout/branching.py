@@ -51,6 +51,10 @@ beam_size − 1 = 1, N = initial_rollouts = 8 of n = 16):
 - the group always has exactly n trajectories (the release, when its rounds end short of n,
   repeats the last trajectory: duplicates in a GRPO group);
 - the paper's deterministic form (branch when p_t > τ) is not offered: the release samples.
+Engines: the entropy comes from the engine (`GenerationRequest.entropy_tokens`): HF computes it
+from the logits it samples from; vLLM returns only the top-k log-probs of each token (what the
+release pools), so an estimate from them would be possible but is not implemented: the config
+refuses branching with engine=vllm.
 AEPO's release was not in the stored snapshot of dongguanting/ARPO (it holds ARPO only): its
 rollout follows the paper's description; the form of the penalty, 1 − min(1, λ·l), and the
 defaults of β_m (1.0) and λ (0.2) are ours, not checked against the authors' code. The probe
@@ -145,6 +149,8 @@ class _Node:
 
 @dataclass
 class Decision:
+    """One branch point's draw: ΔH, the probability it gave, and the children it made."""
+
     delta_h: float
     probability: float
     children: int
