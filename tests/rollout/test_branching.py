@@ -16,6 +16,7 @@ from toolrl.rollout.branching import (
     global_samples,
     normalised_entropy,
     penalised_branch_probability,
+    split,
 )
 from toolrl.rollout.engines.base import GenerationRequest
 from toolrl.rollout.engines.hf import HFEngine, PrefixStore
@@ -62,6 +63,12 @@ def test_aepo_pre_monitoring_splits_the_budget_by_the_entropy_gap():
     assert global_samples(16, 0.0, 1.0, 100.0) == 1  # at least the probe
     assert global_samples(4, 1.0, 0.0, 100.0) == 4
     assert global_samples(3, 0.0, 0.0, 1.0) == 2  # 1.5 rounds up
+
+
+def test_split_shares_slots_out_evenly_the_larger_first():
+    assert split(range(1, 8), 3) == [range(1, 4), range(4, 6), range(6, 8)]
+    assert split(range(0, 1), 2) == [range(0, 1), range(1, 1)]
+    assert split(range(3, 3), 2) == [range(3, 3), range(3, 3)]
 
 
 def test_draws_are_uniform_and_stable():
@@ -128,14 +135,16 @@ def test_forced_branching_fills_the_budget_with_exact_copies_of_the_prefix(tiny_
     for group in (trajs[:6], trajs[6:]):
         assert [t.group_index for t in group] == list(range(6))
         assert all(t.stop_reason == "answered" for t in group)
-    # Per prompt: both globals branch after their first observation (2 children); the first
-    # global to answer also branched after its second, then ended with 1 slot left, which a new
-    # global sample took: 3 children + 1 fill = the budget of 4.
+    # Per prompt: each global holds 2 of the 4 slots: [0, 3) and [3, 6). At its first point it
+    # branches (child in slot 2, it keeps slot 1), at its second again (child in slot 1); the
+    # children were born holding only their own slot: 4 branches, the whole budget.
     m = loop.branch_metrics
-    assert m["rollout/branch/count"] == 6
-    assert m["rollout/branch/filled_mean"] == 1
-    assert m["rollout/branch/global_fraction"] == pytest.approx(3 / 6)
+    assert m["rollout/branch/count"] == 8
+    assert m["rollout/branch/filled_mean"] == 0
+    assert m["rollout/branch/global_fraction"] == pytest.approx(2 / 6)
     assert m["rollout/branch/probability_mean"] == 1.0
+    first = trajs[:6]
+    assert first[1].turns[:2] == first[0].turns[:2] and first[2].turns[:1] == first[0].turns[:1]
 
 
 def tool_calling(engine: HFEngine, tokenizer, boost: float = 6.0) -> HFEngine:
@@ -163,9 +172,10 @@ def test_a_childs_prefix_is_its_parents_tokens_mask_and_logprobs(tiny_dir, tiny_
     group = run_group(loop, sample(0), n=6)
     nodes = {node.key: node for node in group.nodes}
     children = [node for node in group.nodes if len(node.key) > 1]
-    # Global sample 0 answers at once and a new global sample takes its place; 1 and 2 call
-    # tools and branch with the remaining budget.
-    assert len(group.nodes) == 6 and len(children) == 2 and group.filled == 1
+    # Three globals in slots 0, 2, 4, one more slot each: a global that answers at once hands
+    # its slot to a new global sample; one that calls a tool branches into it.
+    assert len(group.nodes) == 6 and children and len(children) + group.filled == 3
+    assert sorted(node.slots.start for node in group.nodes) == list(range(6))
     assert engine.prefixes.hits >= len(children)  # each child borrowed its parent's cache
     for child in children:
         parent, turns = nodes[child.key[:-2]].traj, child.first_turn
@@ -317,3 +327,9 @@ def test_branching_is_off_by_default_and_settings_carry_it():
 def test_bad_branching_config_is_a_clear_error(overrides, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("=", "=")):
         config_with(*overrides)
+
+
+def test_a_group_of_one_is_one_global_sample(tiny_tokenizer):
+    loop = scripted_loop(tiny_tokenizer, branching(branch_probability=1.0))
+    assert len(loop.run([sample(0)], n=1)) == 1
+    assert loop.branch_metrics["rollout/branch/count"] == 0

@@ -15,9 +15,12 @@ entropy H_initial of the trajectory's first k tokens (its answer to the question
 
 With probability p_t the trajectory branches: Z children copy it up to the observation (tokens,
 loss mask, log-probs, turns; the HF engine lends them the parent's keys and values) and sample
-on from there with their own seeds. Branching stops when the budget is spent; a trajectory that
-ends while budget is left is replaced by a new global sample (as in the release), so every group
-has exactly M trajectories and GRPO runs over all of them unchanged.
+on from there with their own seeds. The budget is held, not pooled: each global sample holds an
+equal share of the M − N slots, a branching shares its holder's slots out between it and its
+children (each child at least its own), and a trajectory that ends still holding slots hands them
+to a new global sample. So every group has exactly M trajectories (GRPO runs over all of them
+unchanged), slot i is group index i, and a global sample in slot i is seeded as plain GRPO's
+rollout i (α = β = 0 gives GRPO's trajectories exactly).
 
 AEPO, "Agentic Entropy-Balanced Policy Optimization" (Dong et al. 2025, arXiv 2510.14545,
 Sec. 3.1, dynamic entropy-balanced rollout), changes two things:
@@ -44,10 +47,13 @@ beam_size − 1 = 1, N = initial_rollouts = 8 of n = 16):
   the tokens after the previous observation;
 - a branch keeps its parent's H_initial (the same question); the release re-measures it on the
   branch's first turn. A branch does not decide again at the point it was born from;
-- no lockstep: each trajectory decides when it reaches its point, and the budget goes in that
-  order (the release decides in synchronous rounds). With tools whose latency varies, which of
-  two near-simultaneous points gets the last slot can vary between runs; the draws themselves
-  are seeded per (step, sample, lineage, branch point);
+- the budget is shared out in advance instead of pooled per prompt: the release hands the pool
+  out in synchronous rounds (lockstep), to whichever trajectories draw a branch first. Without
+  lockstep a pool would go to whichever trajectory reaches its point first, which depends on
+  timing; held shares make the tree depend only on each trajectory's own entropies and draws
+  (seeded per step, sample, lineage and branch point), so a run reproduces exactly. The cost:
+  an uncertain trajectory cannot take a certain one's share (AEPO's penalty aims at the same
+  end: no budget piling up on one chain);
 - the group always has exactly n trajectories (the release, when its rounds end short of n,
   repeats the last trajectory: duplicates in a GRPO group);
 - the paper's deterministic form (branch when p_t > τ) is not offered: the release samples.
@@ -105,6 +111,18 @@ def global_samples(n: int, h_root: float, h_tool: float, beta: float) -> int:
     return min(n, max(1, math.floor(n * share + 0.5)))
 
 
+def split(slots: range, parts: int) -> list[range]:
+    """`slots` cut into `parts` contiguous ranges whose sizes differ by at most 1, the larger
+    first."""
+    size, larger = divmod(len(slots), parts)
+    out, start = [], slots.start
+    for part in range(parts):
+        stop = start + size + (part < larger)
+        out.append(range(start, stop))
+        start = stop
+    return out
+
+
 def draw(seed: int, sample_id: str, rollout_key: int | str, turn: int) -> float:
     """A uniform number in [0, 1), stable per (seed, sample, lineage, branch point)."""
     text = f"{seed}/{sample_id}/{rollout_key}/{turn}/branch".encode()
@@ -133,7 +151,11 @@ class _Node:
 
     traj: Trajectory
     key: tuple[int, ...]
-    """(i,): global sample i; a branch: its parent's key + (branch point's turn, child)."""
+    """(i,): the global sample in slot i; a branch: its parent's key + (branch point's turn,
+    child)."""
+    slots: range
+    """Its place in the group (`slots.start`, its group index) and the budget it holds: the
+    slots after it, for its branches and the global samples that replace it."""
     first_turn: int = 0
     """The first turn it sampled itself (a branch: the turns before are its parent's)."""
     h_initial: float | None = None
@@ -174,36 +196,36 @@ class BranchingGroup:
         self.vocab_size = len(loop.tokenizer)
         self.nodes: list[_Node] = []
         self.decisions: list[Decision] = []
-        self.budget = 0
         self.initial = self.filled = 0
 
     async def run(self) -> None:
-        c = self.config
+        """Roll out the group: the global samples (AEPO: after its probe), each holding an
+        equal share of the branch budget; returns when all n trajectories have ended."""
+        c, first = self.config, 0
         if c.mode == "aepo":
-            probe = self._new_global()
+            probe = self._new_global(range(0, 1))
             await self._follow(probe)
             h_tool = probe.tool_entropies or [probe.h_initial or 0.0]
             self.initial = global_samples(
                 self.n, probe.h_initial or 0.0, sum(h_tool) / len(h_tool), c.monitor_beta
             )
+            first = 1
         else:
-            self.initial = c.initial_samples or self.n // 2
-        self.budget = self.n - self.initial
-        started = len(self.nodes)
-        await asyncio.gather(
-            *(self._follow(self._new_global()) for _ in range(self.initial - started))
-        )
+            self.initial = min(self.n, max(1, c.initial_samples or self.n // 2))
+        shares = split(range(first, self.n), max(1, self.initial - first))
+        await asyncio.gather(*(self._follow(self._new_global(share)) for share in shares if share))
 
     def trajectories(self) -> list[Trajectory]:
-        """The group in lineage order (each branch after its parent), indexed 0..n−1."""
-        ordered = sorted(self.nodes, key=lambda node: node.key)
-        for index, node in enumerate(ordered):
-            node.traj.group_index = index
+        """The group by slot: group index i is the trajectory in slot i."""
+        ordered = sorted(self.nodes, key=lambda node: node.slots.start)
+        assert [node.slots.start for node in ordered] == list(range(self.n))
+        for node in ordered:
+            node.traj.group_index = node.slots.start
         return [node.traj for node in ordered]
 
-    def _new_global(self) -> _Node:
-        index = sum(len(node.key) == 1 for node in self.nodes)
-        node = _Node(self.loop.start(self.sample, index), (index,))
+    def _new_global(self, slots: range) -> _Node:
+        """A global sample in slot `slots.start`, seeded as rollout `slots.start` of plain GRPO."""
+        node = _Node(self.loop.start(self.sample, slots.start), (slots.start,), slots)
         self.nodes.append(node)
         return node
 
@@ -227,10 +249,11 @@ class BranchingGroup:
         finally:
             await tools.close()
         traj.check()
-        if self.budget > 0:  # it can no longer branch: a global sample takes its place
-            self.budget -= 1
+        if len(node.slots) > 1:  # it can no longer branch: a global sample takes its budget
             self.filled += 1
-            branches.append(asyncio.create_task(self._follow(self._new_global())))
+            fill = self._new_global(node.slots[1:])
+            node.slots = node.slots[:1]
+            branches.append(asyncio.create_task(self._follow(fill)))
         await asyncio.gather(*branches)
 
     async def _generate(self, node: _Node) -> tuple[State, float | None]:
@@ -260,8 +283,10 @@ class BranchingGroup:
 
     def _decide(self, node: _Node, point: tuple[int, int], entropy: float) -> list[asyncio.Task]:
         """Whether `node` branches at `point` (its response length and turns just after an
-        observation); the branches' tasks."""
-        if self.budget <= 0:
+        observation); the branches' tasks. The node's budget is shared out between it and its
+        branches (each branch at least its own slot; the node first)."""
+        budget = len(node.slots) - 1
+        if budget <= 0:
             return []
         c = self.config
         delta = entropy - node.h_initial
@@ -280,15 +305,19 @@ class BranchingGroup:
             node.consecutive = 0
             self.decisions.append(Decision(delta, p, 0))
             return []
-        count = min(c.branch_factor, self.budget)
-        self.budget -= count
+        count = min(c.branch_factor, budget)
         node.consecutive += 1
         self.decisions.append(Decision(delta, p, count))
-        tasks = []
-        for child in range(count):
+        extra = split(range(budget - count), count + 1)
+        start, tasks = node.slots.start, []
+        node.slots = range(start, start + 1 + len(extra[0]))
+        start = node.slots.stop
+        for child, share in enumerate(extra[1:]):
+            slots, start = range(start, start + 1 + len(share)), start + 1 + len(share)
             branch = _Node(
                 branch_of(node.traj, *point),
                 (*node.key, turn, child),
+                slots,
                 first_turn=turn,
                 h_initial=node.h_initial,
                 consecutive=node.consecutive,
