@@ -71,7 +71,7 @@ class ScriptedTokens:
             forced = []
             for key, request in take(room):
                 context = self.tokenizer.decode(request.prompt_ids)
-                ids = [*encode(self.tokenizer, self.policy(context)), self.eot]
+                ids = [*encode(self.tokenizer, self.policy(context, request.seed)), self.eot]
                 ids = ids[: request.max_new_tokens]
                 stop = (self.eot,) if ids[-1] == self.eot else ()
                 request = dataclasses.replace(request, max_new_tokens=len(ids), stop_token_ids=stop)
@@ -94,12 +94,15 @@ class ScriptedTokens:
             hf_engine.sample = real_sample
 
 
-def make_policy(turns: int, seed: int):
-    """Turn k of a trajectory: 20-80 characters of reasoning, then a tool call; then an answer."""
+def make_policy(turns: int, seed: int, per_request: bool = False):
+    """Turn k of a trajectory: 20-80 characters of reasoning, then a tool call; then an answer.
+    `per_request`: the turn also depends on the request's seed (rollouts of one prompt differ)."""
 
-    def policy(context: str) -> str:
+    def policy(context: str, request_seed: int | None = None) -> str:
         done_turns = context.count("<tool_response>")
         key = context.split("Problem ", 1)[1].split(":", 1)[0] if "Problem " in context else "0"
+        if per_request:
+            key += f"/{request_seed}"
         rng = random.Random(f"{seed}/{key}/{context.count('<|im_start|>assistant')}/{done_turns}")
         thought = "Let me work this out. " * rng.randint(1, 4)
         if done_turns >= turns:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolrl.rollout.engines.base import GenerationRequest
-from toolrl.rollout.engines.sampling import GumbelNoise, sample
+from toolrl.rollout.engines.sampling import GumbelNoise, sample, sampling_entropy
 
 LOGITS = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
 
@@ -72,3 +72,13 @@ def test_noise_is_standard_gumbel_and_a_large_vocabulary_draws_one_step_a_block(
     assert draws.shape == (200_000,) and torch.isfinite(draws).all()
     assert draws.mean().item() == pytest.approx(0.5772, abs=0.01)  # Euler–Mascheroni
     assert draws.var().item() == pytest.approx(math.pi**2 / 6, abs=0.03)
+
+
+def test_sampling_entropy_by_hand():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, -1e9, -1e9]])
+    # uniform over 4: ln 4; (3/4, 1/4): −(0.75 ln 0.75 + 0.25 ln 0.25) = 0.5623351
+    h = sampling_entropy(logits, torch.tensor([1.0, 1.0]))
+    assert h.tolist() == pytest.approx([math.log(4), 0.5623351], abs=1e-6)
+    # T = 2 flattens (√3 : 1): p = 0.6339746, 0.3660254 → 0.6568064
+    assert sampling_entropy(logits[1:], torch.tensor([2.0])).item() == pytest.approx(0.6568064)
+    assert sampling_entropy(logits[1:], torch.tensor([0.0])).item() == pytest.approx(0.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -188,6 +189,7 @@ def validate(config: Config, *, source: str = "<config>") -> None:
     problems += _neighbour_algorithm_problems(a)
     problems += _self_imitation_problems(a.self_imitation)
     problems += _tools_problems(config.tools)
+    problems += _branching_problems(config)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
 
@@ -235,6 +237,45 @@ def _tools_problems(tools) -> list[str]:
             problems.append(
                 f"`tools.mcp_servers.{name}` must be a command line, e.g. [python, x.py]"
             )
+    return problems
+
+
+def _branching_problems(config) -> list[str]:
+    b, n, name = config.rollout.branching, config.rollout.n, "`rollout.branching"
+    if b.mode == "none":
+        return []
+    problems = []
+    if n < 2:
+        problems.append(f"{name}.mode={b.mode}` needs `rollout.n` >= 2 (global samples + branches)")
+    if b.mode == "arpo" and not 0 <= b.initial_samples < n:
+        problems.append(
+            f"{name}.initial_samples` ({b.initial_samples}) must be in [0, rollout.n) = [0, {n}): "
+            "the rest of rollout.n is the branch budget (0 = half of rollout.n)"
+        )
+    if b.entropy_tokens < 1 or b.branch_factor < 1:
+        problems.append(f"{name}.entropy_tokens` and `{name[1:]}.branch_factor` must be >= 1")
+    if not 0 <= b.branch_probability <= 1:
+        problems.append(f"{name}.branch_probability` (α) must be in [0, 1]")
+    if not (b.monitor_beta >= 0 and b.consecutive_penalty >= 0 and math.isfinite(b.entropy_weight)):
+        problems.append(
+            f"{name}.monitor_beta` and `consecutive_penalty` must be >= 0, `entropy_weight` finite"
+        )
+    if config.rollout.engine not in ("hf", "scripted"):
+        problems.append(
+            f"{name}` branches on the entropy of the sampling distribution, which only the `hf` "
+            f"engine reports (vLLM returns top-k log-probs only): set rollout.engine=hf, or "
+            f"{name[1:]}.mode=none`"
+        )
+    if config.trainer.mode == "async" or config.cluster.backend == "ray":
+        problems.append(
+            f"{name}` runs in the synchronous single-process rollout: it does not take "
+            "trainer.mode=async or cluster.backend=ray yet"
+        )
+    if "python_session" in config.tools.enabled:
+        problems.append(
+            f"{name}`: a branch cannot copy its parent's `python_session` interpreter (its "
+            "variables), so its prefix would not match its tool: use code_interpreter"
+        )
     return problems
 
 

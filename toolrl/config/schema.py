@@ -87,6 +87,40 @@ class DataConfig:
 
 
 @dataclass
+class BranchingConfig:
+    """Entropy-guided branching rollouts (toolrl/rollout/branching.py has the formulas); off by
+    default. Each prompt still gets exactly `rollout.n` trajectories (GRPO over all of them):
+    some are global samples from the prompt, the rest branch from a trajectory's midpoint, just
+    after a tool's observation, when the next tokens are uncertain. Defaults are the ARPO
+    release's (scripts/ARPO_*.sh: n 16, initial_rollouts 8, beam_size 2,
+    branch_probability 0.5, entropy_weight 0.2; 20 tokens of entropy)."""
+
+    mode: Literal["none", "arpo", "aepo"] = "none"
+    """`none`: n independent samples (GRPO); `arpo`: ARPO's entropy-based adaptive rollout
+    (Dong et al. 2025, arXiv 2507.19849); `aepo`: AEPO's dynamic entropy-balanced rollout
+    (arXiv 2510.14545): the split between global and branch samples from a first sample's
+    entropies, and a penalty on consecutive branches."""
+    initial_samples: int = 0
+    """ARPO: N, the global samples each prompt starts with; the other n − N are the branch
+    budget (0 = n // 2, the release's 8 of 16). AEPO decides N itself (`monitor_beta`)."""
+    entropy_tokens: int = 20
+    """k: a turn's entropy is the mean over its first k sampled tokens."""
+    branch_probability: float = 0.5
+    """α: the branching probability when the entropy did not change (ΔH = 0)."""
+    entropy_weight: float = 0.2
+    """β: how much the entropy change raises it: p = clip(α + β·ΔH, 0, 1)."""
+    branch_factor: int = 1
+    """Z: children per branching (the release's beam_size − 1)."""
+    reuse_prefix: bool = True
+    """Children reuse the keys and values their parent computed for the shared prefix (HF
+    engine); false re-runs the prefix (for measuring what reuse saves)."""
+    monitor_beta: float = 1.0
+    """AEPO: the sensitivity of the split, N = round(n·σ(monitor_beta·(H_root − H_tool)))."""
+    consecutive_penalty: float = 0.2
+    """AEPO: a branch after l consecutive branches has p·(1 − min(1, consecutive_penalty·l))."""
+
+
+@dataclass
 class RolloutConfig:
     engine: Literal["hf", "vllm", "openai", "scripted"] = "hf"
     """Generation backend, the same in every command (`toolrl.rollout.engines.factory`): `hf`
@@ -125,6 +159,8 @@ class RolloutConfig:
     """Tool calls executed per assistant turn (the paper: 1); extra calls become an error observation."""
     trajectory_timeout: float = 0.0
     """Wall-clock seconds one trajectory may take before it stops with `timeout` (0 = no limit)."""
+    branching: BranchingConfig = field(default_factory=BranchingConfig)
+    """Entropy-guided branching rollouts (ARPO, AEPO); `mode: none` = independent samples."""
 
 
 @dataclass

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolrl.chat import (
     ObservationWrapper,
@@ -53,6 +53,9 @@ from toolrl.rollout.engines.base import (
 )
 from toolrl.tools.toolset import ToolSet, TrajectoryTools, as_toolset
 from toolrl.types import Sample, ToolCall, Trajectory, Turn
+
+if TYPE_CHECKING:
+    from toolrl.config.schema import BranchingConfig
 
 
 @dataclass
@@ -75,13 +78,16 @@ class LoopSettings:
     max_batch_size: int = 256
     seed: int = 0
     """The default seed of `AgentLoop.run` (each request's seed derives from it)."""
+    branching: BranchingConfig | None = None
+    """Entropy-guided branching (ARPO / AEPO, toolrl/rollout/branching.py); None = n
+    independent samples per prompt."""
 
 
 def settings_from_config(
     rollout, *, tools=None, max_context_length: int = 0, seed: int = 0, sampling=None
 ) -> LoopSettings:
     """LoopSettings from a `RolloutConfig` and a `ToolsConfig` (default: its defaults), and
-    optionally eval sampling (temperature, top_p)."""
+    optionally eval sampling (temperature, top_p; evaluation never branches)."""
     return LoopSettings(
         max_turns=rollout.max_turns,
         max_response_length=rollout.max_response_length,
@@ -94,6 +100,7 @@ def settings_from_config(
         max_concurrent_tools=tools.max_concurrent if tools else LoopSettings.max_concurrent_tools,
         trajectory_timeout=rollout.trajectory_timeout,
         seed=seed,
+        branching=None if sampling or rollout.branching.mode == "none" else rollout.branching,
     )
 
 
@@ -273,6 +280,8 @@ class AgentLoop:
         self.settings = settings or LoopSettings()
         self.wrapper = ObservationWrapper(tokenizer)
         self.eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
+        self.branch_metrics: dict[str, float] = {}
+        """The last branching rollout's statistics (`rollout/branch/*`); empty without one."""
 
     def run(
         self, samples: list[Sample], n: int = 1, *, seed: int | None = None
@@ -337,6 +346,13 @@ class AgentLoop:
         asynchronous producer's); the scheduler stays open."""
         if tool_slots is None:
             tool_slots = asyncio.Semaphore(self.settings.max_concurrent_tools)
+        if self.settings.branching is not None:
+            from toolrl.rollout.branching import BranchingGroup, branch_metrics  # built on this
+
+            groups = [BranchingGroup(self, s, n, scheduler, tool_slots, seed) for s in samples]
+            await asyncio.gather(*(group.run() for group in groups))
+            self.branch_metrics = branch_metrics(groups)
+            return [t for group in groups for t in group.trajectories()]
         trajectories = [self.start(sample, k) for sample in samples for k in range(n)]
         await asyncio.gather(*(self._drive(t, scheduler, tool_slots, seed) for t in trajectories))
         return trajectories
@@ -391,22 +407,37 @@ class AgentLoop:
         return budget, reason
 
     async def _generate(self, traj: Trajectory, scheduler: BatchScheduler, seed: int) -> State:
+        request = self._request(traj, seed)
+        if request is None:
+            return State.DONE
+        t0 = time.monotonic()
+        result = await scheduler.generate(request)
+        return self._append_turn(traj, result, time.monotonic() - t0)
+
+    def _request(
+        self, traj: Trajectory, seed: int, rollout_key: int | str | None = None
+    ) -> GenerationRequest | None:
+        """The next turn's request, seeded per (sample, rollout key — default the group index —,
+        turn); None, with the stop reason set, when no token may be sampled."""
         budget, exhausted = self._budget(traj)
         if budget <= 0:
             traj.stop_reason = exhausted
-            return State.DONE
+            return None
         s = self.settings
-        request = GenerationRequest(
+        key = traj.group_index if rollout_key is None else rollout_key
+        return GenerationRequest(
             prompt_ids=traj.prompt_ids + traj.response_ids,
             max_new_tokens=budget,
             temperature=s.temperature,
             top_p=s.top_p,
             top_k=s.top_k,
             stop_token_ids=(self.eot_id,),
-            seed=request_seed(seed, traj.sample.id, traj.group_index, len(traj.turns)),
+            seed=request_seed(seed, traj.sample.id, key, len(traj.turns)),
         )
-        t0 = time.monotonic()
-        result = await scheduler.generate(request)
+
+    def _append_turn(self, traj: Trajectory, result: GenerationResult, generate_s: float) -> State:
+        """Append a sampled turn (mask 1, its log-probs); the state that follows it."""
+        s = self.settings
         traj.response_ids += result.token_ids
         traj.loss_mask += [1] * len(result.token_ids)
         traj.rollout_logprobs += result.logprobs
@@ -416,7 +447,7 @@ class AgentLoop:
             text=self.tokenizer.decode(text_ids),
             num_sampled_tokens=len(result.token_ids),
             finish_reason=result.finish_reason,
-            generate_s=time.monotonic() - t0,
+            generate_s=generate_s,
             weight_version=result.weight_version or 0,
         )
         traj.turns.append(turn)
@@ -489,9 +520,10 @@ class AgentLoop:
         return ToolCall(call.name, call.arguments, result.status, result.text, result.elapsed_s)
 
 
-def request_seed(seed: int, sample_id: str, group_index: int, turn: int) -> int:
-    """A stable per-(sample, rollout, turn) seed, independent of scheduling order."""
+def request_seed(seed: int, sample_id: str, rollout_key: int | str, turn: int) -> int:
+    """A stable per-(sample, rollout, turn) seed, independent of scheduling order. The rollout
+    key is the group index, or a branch's lineage (toolrl/rollout/branching.py)."""
     digest = hashlib.blake2b(
-        f"{seed}/{sample_id}/{group_index}/{turn}".encode(), digest_size=8
+        f"{seed}/{sample_id}/{rollout_key}/{turn}".encode(), digest_size=8
     ).digest()
     return int.from_bytes(digest, "little") >> 2

@@ -101,7 +101,9 @@ class LocalRollout:
         return stamp_version(trajectories, self.version)
 
     def metrics(self) -> dict[str, float]:
-        return {}
+        """The last rollout's branching statistics (`rollout/branch/*`; none without it)."""
+        metrics, self.loop.branch_metrics = self.loop.branch_metrics, {}
+        return metrics
 
     def close(self) -> None:
         pass

@@ -17,7 +17,7 @@ nothing; `max_context_length` is 0, unknown).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
@@ -39,6 +39,13 @@ class GenerationRequest:
     seed: int | None = None
     """Seeds this request's own sampling noise: the same seed gives the same tokens whatever
     else is in the batch."""
+    entropy_tokens: int = 0
+    """Report the entropy of the sampling distribution for the first this-many sampled tokens
+    (`GenerationResult.entropies`; 0 = none). Only an engine that says so reports them (HF; a
+    scripted engine's are 0: its turns are certain)."""
+    shares_prefix: bool = False
+    """The prompt is a prefix a sibling request already ran (a branch from a trajectory's
+    midpoint): the engine may reuse that sibling's keys and values for it."""
 
 
 @dataclass
@@ -52,6 +59,9 @@ class GenerationResult:
     weight_version: int | None = None
     """The weight version that generated it, from an engine that tracks versions (the
     asynchronous trainer's); None = the engine does not say."""
+    entropies: list[float] = field(default_factory=list)
+    """H = −Σ_v p(v) log p(v) of p = softmax(logits / T) (nats, untruncated, like `logprobs`)
+    for the first `request.entropy_tokens` sampled tokens."""
 
 
 class Engine(Protocol):

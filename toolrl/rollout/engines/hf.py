@@ -12,7 +12,12 @@ Multi-turn rollouts reuse their keys and values (`PrefixStore`): when a request 
 row's cache is kept under its tokens; the next turn's prompt is that conversation plus the
 tool's observation, so only the observation is run, and it runs inside the running batch's
 next decoding step, not in a forward of its own (`FastDecoder.decode_and_join`; FastDecoder path
-only).
+only). A branching rollout's children (`GenerationRequest.shares_prefix`) borrow the keys and
+values of the sibling they branched from, up to the branch point, without taking them from it.
+
+Requests may ask for the entropy of the sampling distribution of their first tokens
+(`GenerationRequest.entropy_tokens`), at the request's temperature, from the logits the step
+samples from: no extra forward.
 
 Sampling is reproducible per request: each request's noise comes from its own seeded generator
 (sampling.py), so a request's tokens do not depend on what else shares its batch.
@@ -40,7 +45,7 @@ from toolrl.rollout.engines.base import (
 )
 from toolrl.rollout.engines.fast_decode import FastDecoder, supports
 from toolrl.rollout.engines.kv_cache import KVCache
-from toolrl.rollout.engines.sampling import GumbelNoise, sample
+from toolrl.rollout.engines.sampling import GumbelNoise, sample, sampling_entropy
 
 
 class _Joining(NamedTuple):
@@ -65,6 +70,7 @@ class _Running:
     noises: list[GumbelNoise]
     tokens: list[list[int]] = field(default_factory=list)
     logprobs: list[list[float]] = field(default_factory=list)
+    entropies: list[list[float]] = field(default_factory=list)  # requests that ask for them
     joining: list[_Joining] = field(default_factory=list)  # rows for the next decoding step
 
     def __len__(self) -> int:
@@ -83,6 +89,7 @@ class _Running:
             self.noises.append(row.noise)
             self.tokens.append([])
             self.logprobs.append([])
+            self.entropies.append([])
 
     def keep(self, rows: list[int]) -> list[int]:
         """Keep only `rows` (ascending), in place; returns the old index of each new row (the
@@ -90,7 +97,7 @@ class _Running:
         order = self.cache.keep(rows)
         index = torch.tensor(order, dtype=torch.long, device=self.logits.device)
         self.next_position, self.logits = self.next_position[index], self.logits[index]
-        for name in ("keys", "requests", "noises", "tokens", "logprobs"):
+        for name in ("keys", "requests", "noises", "tokens", "logprobs", "entropies"):
             values = getattr(self, name)
             setattr(self, name, [values[r] for r in order])
         return order
@@ -106,6 +113,7 @@ class _Running:
             noises=self.noises + other.noises,
             tokens=self.tokens + other.tokens,
             logprobs=self.logprobs + other.logprobs,
+            entropies=self.entropies + other.entropies,
             joining=self.joining + other.joining,
         )
 
@@ -143,9 +151,16 @@ class PrefixStore:
         while self._bytes > self.max_bytes:
             self._remove(next(iter(self._entries)))
 
-    def take(self, prompt: list[int]) -> tuple[int, torch.Tensor] | None:
-        """The longest stored strict prefix of `prompt` (removed from the store), and its length."""
+    def take(self, prompt: list[int], *, shared: bool = False) -> tuple[int, torch.Tensor] | None:
+        """The longest stored strict prefix of `prompt` (removed from the store), and its length.
+
+        `shared`: the prompt is where a sibling's sequence branched off (a branching rollout's
+        child, toolrl/rollout/branching.py): a stored sequence that starts with all of the
+        prompt but its last token lends those keys and values, and stays stored for the sibling
+        that continues it. Without `shared`, lookups are exactly as before."""
         prompt = tuple(prompt)
+        if shared and (lent := self._lend(prompt)) is not None:
+            return lent
         best = None
         for tokens in self._by_head.get(prompt[: self.HEAD], ()):
             n = len(tokens)
@@ -157,6 +172,17 @@ class PrefixStore:
         self.hits += 1
         self.reused_tokens += len(best)
         return len(best), keys_values
+
+    def _lend(self, prompt: tuple[int, ...]) -> tuple[int, torch.Tensor] | None:
+        """All but the last token of `prompt`, from a stored sequence starting with them (a view:
+        the entry stays)."""
+        n = len(prompt) - 1
+        for tokens in self._by_head.get(prompt[: self.HEAD], ()):
+            if len(tokens) >= n > self.HEAD and tokens[:n] == prompt[:n]:
+                self.hits += 1
+                self.reused_tokens += n
+                return n, self._entries[tokens][:, :, :, :n]
+        return None
 
     def _remove(self, tokens: tuple[int, ...]) -> torch.Tensor:
         keys_values = self._entries.pop(tokens)
@@ -264,7 +290,9 @@ class HFEngine(ContinuousEngine, PolicyEngine):
         running (`FastDecoder.decode_and_join`: no forward of their own), else now."""
         cached, fresh = [], []
         for key, request in new:
-            hit = self.prefixes.take(request.prompt_ids) if self.prefixes is not None else None
+            hit = None
+            if self.prefixes is not None:
+                hit = self.prefixes.take(request.prompt_ids, shared=request.shares_prefix)
             (fresh if hit is None else cached).append((key, request, hit))
         if cached and batch is not None and len(batch):
             batch.joining += [_Joining(k, r, *hit, self._noise(r)) for k, r, hit in cached]
@@ -315,12 +343,14 @@ class HFEngine(ContinuousEngine, PolicyEngine):
             noises=[self._noise(r) for r in requests],
             tokens=[[] for _ in requests],
             logprobs=[[] for _ in requests],
+            entropies=[[] for _ in requests],
         )
 
     def _step(self, batch: _Running, done: Done) -> _Running | None:
         """Sample one token per row, hand back finished rows, decode the rest one position,
         and run the joining rows' new tokens in the same forward."""
         chosen, chosen_logprobs = sample(batch.logits, batch.requests, batch.noises)
+        self._record_entropies(batch)
         keep = []
         sampled = zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
         for row, (token, logprob) in enumerate(sampled):
@@ -331,10 +361,11 @@ class HFEngine(ContinuousEngine, PolicyEngine):
             if finished and self.prefixes is not None:  # the cache holds all but the new token
                 computed = (*request.prompt_ids, *tokens[:-1])
                 self.prefixes.put(computed, batch.cache.row(row))
+            entropies = batch.entropies[row]
             if token in request.stop_token_ids:
-                done(batch.keys[row], GenerationResult(tokens, logprobs, "stop"))
+                done(batch.keys[row], GenerationResult(tokens, logprobs, "stop", None, entropies))
             elif len(tokens) >= request.max_new_tokens:
-                done(batch.keys[row], GenerationResult(tokens, logprobs, "length"))
+                done(batch.keys[row], GenerationResult(tokens, logprobs, "length", None, entropies))
             else:
                 keep.append(row)
         if not keep and not batch.joining:
@@ -357,6 +388,24 @@ class HFEngine(ContinuousEngine, PolicyEngine):
         batch.next_position = torch.cat([batch.next_position + 1, joined_positions])
         batch.add(joining)
         return batch
+
+    @staticmethod
+    def _record_entropies(batch: _Running) -> None:
+        """The entropy of this step's distribution, for the rows whose request asks for it."""
+        rows = [
+            row
+            for row, request in enumerate(batch.requests)
+            if len(batch.tokens[row]) < request.entropy_tokens
+        ]
+        if not rows:
+            return
+        index = torch.tensor(rows, device=batch.logits.device)
+        temperatures = torch.tensor(
+            [batch.requests[row].temperature for row in rows], device=batch.logits.device
+        )
+        entropies = sampling_entropy(batch.logits[index], temperatures).tolist()
+        for row, entropy in zip(rows, entropies, strict=True):
+            batch.entropies[row].append(entropy)
 
     def _noise(self, request: GenerationRequest) -> GumbelNoise:
         seed = request.seed

@@ -83,3 +83,13 @@ def truncation_mask(
     keep_sorted = (ranks[None, :] < top_k[:, None]) & (mass_before < top_p[:, None])
     keep_sorted[:, 0] = True
     return allowed.scatter(-1, order, keep_sorted)
+
+
+def sampling_entropy(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
+    """H = −Σ_v p(v) log p(v) of each row's sampling distribution p = softmax(logits / T), in
+    nats, [B] from logits [B, V] and T [B] (T = 0, greedy, counts as 1e-6, as in `sample`).
+
+    Untruncated like the log-probs `sample` reports: top-p / top-k only restrict where the
+    sample may fall. ARPO and AEPO branch on it (toolrl/rollout/branching.py)."""
+    logprobs = torch.log_softmax(logits.float() / temperatures.clamp(min=1e-6)[:, None], dim=-1)
+    return -(logprobs.exp() * logprobs).nan_to_num().sum(-1)

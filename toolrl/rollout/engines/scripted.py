@@ -3,7 +3,7 @@
 The policy sees the decoded context (prompt and everything so far) and returns the assistant's
 next turn as text; the engine encodes it and appends the end-of-turn token. Used by the tests
 (exact, deterministic turns) and by scripted teachers that really call tools, whose trajectories
-then become SFT data. Log-probs are 0.0: a script is deterministic.
+then become SFT data. Log-probs and entropies are 0.0: a script is deterministic.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ScriptedEngine(Engine):
     def _one(self, request: GenerationRequest) -> GenerationResult:
         context = self.tokenizer.decode(request.prompt_ids)
         ids = [*encode(self.tokenizer, self.policy(context)), self.eot_id]
-        if len(ids) > request.max_new_tokens:
-            ids = ids[: request.max_new_tokens]
-            return GenerationResult(ids, [0.0] * len(ids), "length")
-        return GenerationResult(ids, [0.0] * len(ids), "stop")
+        finish = "length" if len(ids) > request.max_new_tokens else "stop"
+        ids = ids[: request.max_new_tokens]
+        certain = [0.0] * min(request.entropy_tokens, len(ids))  # a script's turn is certain
+        return GenerationResult(ids, [0.0] * len(ids), finish, None, certain)
