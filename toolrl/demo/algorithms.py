@@ -39,6 +39,16 @@ VARIANTS: dict[str, Variant] = {
     "grpo_roc": Variant(
         "GRPO-RoC", ("algorithm.roc.enabled=true",), "rStar2-Agent (arXiv 2508.20722)"
     ),
+    "arpo": Variant(
+        "ARPO (entropy-guided branching)",
+        ("rollout.branching.mode=arpo",),
+        "ARPO (arXiv 2507.19849)",
+    ),
+    "aepo": Variant(
+        "AEPO (balanced branching + its loss)",
+        ("rollout.branching.mode=aepo", "algorithm.policy_loss=aepo"),
+        "AEPO (arXiv 2510.14545)",
+    ),
     "spear": Variant(
         "SPEAR (self-imitation; buffer scaled to 20 steps)",
         (
