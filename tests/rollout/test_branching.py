@@ -8,7 +8,7 @@ import torch
 
 from toolrl.config import load_config
 from toolrl.config.schema import BranchingConfig, ConfigError
-from toolrl.rollout.agent_loop import AgentLoop, BatchScheduler, LoopSettings, request_seed
+from toolrl.rollout.agent_loop import AgentLoop, LoopSettings, request_seed
 from toolrl.rollout.branching import (
     BranchingGroup,
     branch_probability,
@@ -23,6 +23,7 @@ from toolrl.rollout.engines.hf import HFEngine, PrefixStore
 from toolrl.rollout.engines.sampling import sampling_entropy
 from toolrl.rollout.engines.scripted import ScriptedEngine
 from toolrl.rollout.provider import LocalRollout
+from toolrl.rollout.scheduler import BatchScheduler
 from toolrl.types import Sample
 
 from .test_agent_loop import EvalTool, sample, solver

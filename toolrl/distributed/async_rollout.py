@@ -35,8 +35,9 @@ from typing import Any
 
 from toolrl.distributed.data_parallel import full_state_dict
 from toolrl.distributed.rollout import RayEngine, RolloutWorker, split_groups
-from toolrl.rollout.agent_loop import AgentLoop, BatchScheduler
+from toolrl.rollout.agent_loop import AgentLoop
 from toolrl.rollout.async_rollout import AsyncRollout, NewestWeights, StepPlan, VersionedEngine
+from toolrl.rollout.scheduler import BatchScheduler
 from toolrl.types import Sample, Trajectory
 
 

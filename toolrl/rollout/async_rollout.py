@@ -55,8 +55,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from toolrl.rollout.agent_loop import AgentLoop, BatchScheduler, LoopSettings
+from toolrl.rollout.agent_loop import AgentLoop, LoopSettings
 from toolrl.rollout.engines.base import Engine, GenerationRequest, GenerationResult
+from toolrl.rollout.scheduler import BatchScheduler
 from toolrl.types import Sample, Trajectory
 
 

@@ -74,13 +74,30 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from toolrl.rollout.agent_loop import BatchScheduler, State
+from toolrl.rollout.scheduler import BatchScheduler, State
 from toolrl.types import Sample, Trajectory
 
-if TYPE_CHECKING:
-    from toolrl.rollout.agent_loop import AgentLoop
+
+class Loop(Protocol):
+    """What a branching group uses of the agent loop (`toolrl.rollout.agent_loop.AgentLoop`,
+    which builds the groups: the loop imports this module, not the other way round)."""
+
+    engine: Any
+    tokenizer: Any
+    tools: Any
+    settings: Any
+
+    def start(self, sample: Sample, group_index: int = 0) -> Trajectory: ...
+
+    def _out_of_time(self, started: float) -> bool: ...
+
+    def _request(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def _append_turn(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def _call_tools(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 def normalised_entropy(entropies: list[float], k: int, vocab_size: int) -> float:
@@ -183,7 +200,7 @@ class BranchingGroup:
 
     def __init__(
         self,
-        loop: AgentLoop,
+        loop: Loop,
         sample: Sample,
         n: int,
         scheduler: BatchScheduler,
