@@ -56,14 +56,15 @@ def test_aepo_penalty_lowers_a_branch_after_branches():
 
 
 def test_aepo_pre_monitoring_splits_the_budget_by_the_entropy_gap():
-    assert global_samples(16, 0.3, 0.3, 1.0) == 8  # σ(0) = 1/2
-    # σ(2·(0.9 − 0.4)) = σ(1) = 0.7310586: 16·0.731 = 11.70 → 12
+    # m = ⌊n·σ(β·(H_root − H_tool))⌋ + 1 in [1, n], as the authors' code
+    assert global_samples(16, 0.3, 0.3, 1.0) == 9  # σ(0) = 1/2: ⌊8⌋ + 1
+    # σ(2·(0.9 − 0.4)) = σ(1) = 0.7310586: 16·0.731 = 11.70 → 11 + 1
     assert global_samples(16, 0.9, 0.4, 2.0) == 12
-    # σ(−1) = 0.2689414: 16·0.269 = 4.30 → 4
-    assert global_samples(16, 0.4, 0.9, 2.0) == 4
+    # σ(−1) = 0.2689414: 16·0.269 = 4.30 → 4 + 1
+    assert global_samples(16, 0.4, 0.9, 2.0) == 5
     assert global_samples(16, 0.0, 1.0, 100.0) == 1  # at least the probe
-    assert global_samples(4, 1.0, 0.0, 100.0) == 4
-    assert global_samples(3, 0.0, 0.0, 1.0) == 2  # 1.5 rounds up
+    assert global_samples(4, 1.0, 0.0, 100.0) == 4  # ⌊4⌋ + 1 = 5, capped at n
+    assert global_samples(3, 0.0, 0.0, 1.0) == 2  # ⌊1.5⌋ + 1
 
 
 def test_split_shares_slots_out_evenly_the_larger_first():
@@ -254,29 +255,30 @@ def test_same_seed_same_tree_with_the_tiny_model(tiny_dir, tiny_tokenizer):
 
 
 def test_aepo_probe_decides_the_split_and_the_group_is_still_n(tiny_tokenizer):
-    # A scripted policy is certain: H_root = H_tool = 0, so σ(0) = 1/2: m = 3 of n = 6.
+    # A scripted policy is certain: H_root = H_tool = 0, so σ(0) = 1/2: m = ⌊3⌋ + 1 = 4 of n = 6.
     loop = scripted_loop(tiny_tokenizer, branching(mode="aepo", branch_probability=1.0))
     trajs = loop.run([sample(0)], n=6, seed=1)
     assert len(trajs) == 6 and [t.group_index for t in trajs] == list(range(6))
     m = loop.branch_metrics
-    assert m["rollout/branch/initial_samples_mean"] == 3
-    # Each path's second point follows a branch: p = 1·(1 − 0.2) = 0.8 there.
-    assert m["rollout/branch/count"] + m["rollout/branch/filled_mean"] == 3
+    assert m["rollout/branch/initial_samples_mean"] == 4
+    # The other n − m = 2 slots go to branches, or to global samples filling what is left.
+    assert m["rollout/branch/count"] + m["rollout/branch/filled_mean"] == 2
 
 
-def test_a_branch_after_a_branch_is_penalised(tiny_tokenizer):
-    # λ = 1: once a path branched, its next point has p = 1·(1 − 1) = 0.
+def test_aepos_split_leaves_each_global_sample_at_most_one_branch_slot(tiny_tokenizer):
+    # A scripted policy is certain (H_root = H_tool = 0): m = ⌊8·σ(0)⌋ + 1 = 5 of n = 8, so the
+    # 3 branch slots are shared by 5 global samples, one at most each: every branch is a path's
+    # first, and the consecutive-branch penalty (λ = 1 here) never gets to act in this group
+    # (it is checked by hand in test_aepo_penalty_lowers_a_branch_after_branches).
     config = branching(
         mode="aepo", branch_probability=1.0, entropy_weight=0.0, consecutive_penalty=1.0
     )
     loop = scripted_loop(tiny_tokenizer, config)
-    loop.run([sample(0)], n=8, seed=1)
+    trajs = loop.run([sample(0)], n=8, seed=1)
     m = loop.branch_metrics
-    # m = 4: 3 globals besides the probe branch at their first point (3 children, l = 1);
-    # the second points of those paths (parents and children alike) have p = 0.
-    assert m["rollout/branch/initial_samples_mean"] == 4
-    assert m["rollout/branch/count"] == 3
-    assert m["rollout/branch/filled_mean"] == 1
+    assert len(trajs) == 8
+    assert m["rollout/branch/initial_samples_mean"] == 5
+    assert m["rollout/branch/count"] == 3 and m["rollout/branch/filled_mean"] == 0
 
 
 def test_children_seeds_differ_from_global_samples(tiny_tokenizer):

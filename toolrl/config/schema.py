@@ -114,10 +114,12 @@ class BranchingConfig:
     reuse_prefix: bool = True
     """Children reuse the keys and values their parent computed for the shared prefix (HF
     engine); false re-runs the prefix (for measuring what reuse saves)."""
-    monitor_beta: float = 1.0
-    """AEPO: the sensitivity of the split, N = round(n·σ(monitor_beta·(H_root − H_tool)))."""
-    consecutive_penalty: float = 0.2
-    """AEPO: a branch after l consecutive branches has p·(1 − min(1, consecutive_penalty·l))."""
+    monitor_beta: float = 0.5
+    """AEPO: the sensitivity of the split, N = ⌊n·σ(monitor_beta·(H_root − H_tool))⌋ + 1 (0.5:
+    the authors' code)."""
+    consecutive_penalty: float = 0.05
+    """AEPO: a branch after l consecutive branches has p·(1 − min(1, consecutive_penalty·l))
+    (0.05: the authors' code)."""
 
 
 @dataclass

@@ -26,12 +26,21 @@ AEPO, "Agentic Entropy-Balanced Policy Optimization" (Dong et al. 2025, arXiv 25
 Sec. 3.1, dynamic entropy-balanced rollout), changes two things:
 - entropy pre-monitoring: a first global sample (the probe, a member of the group) measures
   the question's entropy H_root (its first turn) and the tools' H_tool (the mean of its H_t
-  after each observation); the global samples are then m = round(M·σ(β_m·(H_root − H_tool))),
+  after each observation); the global samples are then m = ⌊M·σ(β_m·(H_root − H_tool))⌋ + 1,
   in [1, M] (the probe included), and the branch budget M − m: a question more uncertain than
   the tools' results gets more global samples, and vice versa;
 - consecutive-branch penalty: a trajectory whose last l decision points all branched branches
   with p_t = clip((α + β·ΔH_t)·(1 − min(1, λ·l)), 0, 1), so the budget does not pile up along
   one chain of uncertain tool calls (a branch's l starts at its parent's).
+
+AEPO's constants are the authors' code as the public fork zzfoutofspace/ATPO carries it
+(98e60f6, AEPO/verl_aepo_entropy/verl/workers/rollout/vllm_rollout/vllm_rollout_with_tools.py):
+β_m = 0.5, m = int(M·σ) + 1, λ = 0.05. Their penalty multiplies the draw, not the probability:
+branch when (u + β·ΔH)·(1 − λ·l) ≥ α, u ~ U(0, 1), i.e. with probability
+clip(1 − α/(1 − λ·l) + β·ΔH); toolrl multiplies the probability α + β·ΔH by (1 − λ·l). The two
+agree at l = 0 and both fall with l (α = 0.5, λ = 0.05, l = 4: theirs 0.375 + β·ΔH, toolrl's
+0.4 + 0.8·β·ΔH). Their pre-monitoring is a separate sampling pass before the rollout; here the
+probe is one member of the group.
 
 How this departs from the ARPO release (github dongguanting/ARPO,
 verl_arpo_entropy/verl/workers/rollout/vllm_rollout/vllm_rollout_with_tools.py, whose rule is
@@ -122,10 +131,10 @@ def penalised_branch_probability(
 
 
 def global_samples(n: int, h_root: float, h_tool: float, beta: float) -> int:
-    """AEPO's pre-monitoring: m = round(n·σ(β·(H_root − H_tool))), within [1, n] (halves
-    round up)."""
+    """AEPO's pre-monitoring: m = ⌊n·σ(β·(H_root − H_tool))⌋ + 1, within [1, n] (the authors'
+    code: `int(num_samples * sigmoid) + 1`)."""
     share = 1.0 / (1.0 + math.exp(-beta * (h_root - h_tool)))
-    return min(n, max(1, math.floor(n * share + 0.5)))
+    return min(n, max(1, math.floor(n * share) + 1))
 
 
 def split(slots: range, parts: int) -> list[range]:
