@@ -268,12 +268,16 @@ def run_fit(overrides, tmp_path, *, resume=False, slow_step=-1, marker=""):
 
 def as_overrides(config):
     """The model, data, rollout, reward and trainer settings of `config` as overrides."""
-    return [
-        f"{k}.{f}={json.dumps(v) if not isinstance(v, str) else v}"
-        for k, sec in config.to_dict().items()
-        for f, v in sec.items()
-        if k in ("model", "data", "rollout", "reward", "trainer")
-    ]
+
+    def flat(prefix, values):  # a nested group (rollout.branching) becomes its own keys
+        for key, value in values.items():
+            if isinstance(value, dict):
+                yield from flat(f"{prefix}.{key}", value)
+            else:
+                yield f"{prefix}.{key}={json.dumps(value) if not isinstance(value, str) else value}"
+
+    sections = ("model", "data", "rollout", "reward", "trainer")
+    return [o for k, sec in config.to_dict().items() if k in sections for o in flat(k, sec)]
 
 
 def kill_during_step(overrides, tmp_path, step):
