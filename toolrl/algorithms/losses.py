@@ -223,15 +223,8 @@ def ppo_clip_loss(
     )
     norms = _norms(global_num_tokens, global_num_seqs, norm_length)
     loss = _aggregate(pg_losses, response_mask, is_weights, loss_agg_mode, norms)
-    metrics = _policy_metrics(
-        ratio,
-        log_ratio,
-        response_mask,
-        is_clipped & (advantages > 0),
-        is_clipped & (advantages < 0),
-        is_dual_clipped,
-    )
-    return loss, metrics
+    high, low = is_clipped & (advantages > 0), is_clipped & (advantages < 0)
+    return loss, _policy_metrics(ratio, log_ratio, response_mask, high, low, is_dual_clipped)
 
 
 def gspo_loss(
@@ -255,8 +248,8 @@ def gspo_loss(
     s_i·∇log π(y_it) (0 for a row whose s_i hit the clamp at e^10, as in verl). GSPO's own
     objective is `seq-mean-token-mean` (each sequence's tokens averaged, then the sequences):
     the default; the other modes weight sequences by their length (verl's GSPO always uses
-    seq-mean-token-mean; toolrl honours `loss_agg_mode`). Then l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny
-    (3e-4 / 4e-4) because a length-normalised ratio moves little. GSPO has no dual clip, so
+    seq-mean-token-mean; toolrl honours `loss_agg_mode`).
+    Then l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny (3e-4 / 4e-4) because a length-normalised ratio moves little. GSPO has no dual clip, so
     `algorithm.clip_ratio_c` does not apply. `is_weights` (rollout correction) multiply l_it, as
     in `ppo_clip_loss`. Metrics are token-weighted, as for `ppo_clip_loss`.
     """
@@ -272,15 +265,8 @@ def gspo_loss(
     )
     norms = _norms(global_num_tokens, global_num_seqs, norm_length)
     loss = _aggregate(pg_losses, response_mask, is_weights, loss_agg_mode, norms)
-    metrics = _policy_metrics(
-        ratio,
-        log_ratio,
-        response_mask,
-        is_clipped & (advantages > 0),
-        is_clipped & (advantages < 0),
-        is_dual_clipped,
-    )
-    return loss, metrics
+    high, low = is_clipped & (advantages > 0), is_clipped & (advantages < 0)
+    return loss, _policy_metrics(ratio, log_ratio, response_mask, high, low, is_dual_clipped)
 
 
 def cispo_loss(
@@ -320,7 +306,7 @@ def cispo_loss(
     valid = response_mask != 0
     log_ratio, ratio = _token_ratio(log_probs, old_log_probs, valid)
     weight = torch.clamp(ratio, 1 - cispo_clip_low, 1 + cispo_clip_high).detach()
-    own = torch.exp(torch.where(valid, log_probs - log_probs.detach(), 0.0))  # value 1, ∇log π
+    own = _unit_with_log_prob_gradient(log_probs, valid)
     pg_losses = -weight * advantages * own
     norms = _norms(global_num_tokens, global_num_seqs, norm_length)
     loss = _aggregate(pg_losses, response_mask, is_weights, loss_agg_mode, norms)
@@ -381,7 +367,7 @@ def aepo_loss(
         ratio, scaled, clip_ratio_low, clip_ratio_high, clip_ratio_c
     )
     high = is_clipped & (scaled > 0)
-    own = torch.exp(torch.where(valid, log_probs - log_probs.detach(), 0.0))  # value 1, ∇log π
+    own = _unit_with_log_prob_gradient(log_probs, valid)
     preserved = -scaled * (1 + clip_ratio_high) * own
     pg_losses = torch.where(high, preserved, pg_losses)
     norms = _norms(global_num_tokens, global_num_seqs, norm_length)
@@ -392,6 +378,11 @@ def aepo_loss(
         advantages.abs(), response_mask
     ).clamp(min=1e-12)
     return loss, metrics
+
+
+def _unit_with_log_prob_gradient(log_probs: Tensor, valid: Tensor) -> Tensor:
+    """π/sg(π) per token: value 1, gradient ∇log π (1 with no gradient outside the mask)."""
+    return torch.exp(torch.where(valid, log_probs - log_probs.detach(), 0.0))
 
 
 def _standardised_per_row(values: Tensor, mask: Tensor) -> Tensor:
