@@ -192,3 +192,38 @@ def test_a_given_sft_model_is_fingerprinted_by_its_content(tmp_path):
     assert cache.done["sft"] != first
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
         given_sft_model(tmp_path / "missing", cache)
+
+
+def test_the_sft_fingerprint_reads_only_the_groups_sft_uses(tmp_path, monkeypatch):
+    """An option of RL, rollouts or tools (a group SFT never reads) keeps a trained SFT model;
+    an SFT setting retrains it. Before, the whole config was hashed and every new option
+    anywhere retrained the demo's SFT."""
+    import toolrl.trainers.checkpoint as checkpoint
+    import toolrl.trainers.sft as sft_trainer
+    from toolrl.demo import stages
+    from toolrl.demo.pipeline import Cache, DemoSettings
+
+    trained: list = []
+
+    def fake_run_sft(config, device="cpu"):
+        run_dir = tmp_path / f"sft_run{len(trained)}"
+        run_dir.mkdir()
+        trained.append(config)
+        return run_dir
+
+    monkeypatch.setattr(sft_trainer, "run_sft", fake_run_sft)
+    monkeypatch.setattr(checkpoint, "latest_checkpoint", lambda run_dir: run_dir)
+    out = tmp_path / "out"
+    out.mkdir()
+    cache = Cache(out, False)
+
+    def sft(*overrides: str) -> None:
+        settings = DemoSettings(progress=False, sft_overrides=list(overrides))
+        stages.sft(settings, out, cache, tmp_path / "model", tmp_path / "sft.jsonl")
+
+    sft()
+    sft("rollout.branching.mode=arpo", "algorithm.policy_loss=cispo", "tools.timeout=9")
+    assert len(trained) == 1
+    sft("trainer.lr=0.003")
+    assert len(trained) == 2
+    assert trained[-1].trainer.lr == 0.003

@@ -117,6 +117,10 @@ def _collect_line(stats: dict[str, Any]) -> str:
             f"tool calls each, tool success {kept['tool/success_rate']:.2f}, dropped {stats['dropped']}")  # fmt: skip
 
 
+SFT_READS = ("model", "data", "trainer")
+"""The config groups `run_sft` reads (its fingerprint's part of the recipe)."""
+
+
 def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
     """SFT from the tiny model on the collected rows; returns the final checkpoint (linked
     as `<out>/sft_model`, the RL recipe's model.path)."""
@@ -125,8 +129,10 @@ def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
     from toolrl.trainers.sft import run_sft
 
     config = sft_config(settings, out, model_path, data)
-    key = {"model": cache.done.get("model"), "data": cache.done.get("collect"),
-           "config": config.to_dict()}  # fmt: skip
+    # Only the groups SFT reads: an RL, rollout or tool option added to toolrl (with its
+    # default) leaves a trained SFT model reusable.
+    recipe = {group: config.to_dict()[group] for group in SFT_READS}
+    key = {"model": cache.done.get("model"), "data": cache.done.get("collect"), "config": recipe}
     if settings.device != "cpu":  # a GPU trains a slightly different model (CPU keys unchanged)
         key["device"] = settings.device
     cached, digest = cache.fresh("sft", key)
