@@ -227,3 +227,38 @@ def test_the_sft_fingerprint_reads_only_the_groups_sft_uses(tmp_path, monkeypatc
     sft("trainer.lr=0.003")
     assert len(trained) == 2
     assert trained[-1].trainer.lr == 0.003
+
+
+def test_an_rl_branching_option_keeps_the_collection_and_the_teacher_never_branches(
+    tmp_path, monkeypatch
+):
+    """`rollout.branching` is an RL rollout option: before, it changed the collection's
+    fingerprint (recollecting and retraining SFT for ARPO and AEPO in `experiments algorithms`)
+    and sent the scripted teacher through the branching loop."""
+    from types import SimpleNamespace
+
+    import toolrl.data.collect as collect_module
+    import toolrl.data.rl as rl_data
+    from toolrl.demo import stages
+    from toolrl.demo.pipeline import Cache, DemoSettings
+
+    loops: list = []
+
+    def fake_collect(engine, tokenizer, tools, samples, settings):
+        loops.append(settings)
+        return SimpleNamespace(rows=[], stats={})
+
+    tools = SimpleNamespace(close=lambda: None, schemas=[])
+    teacher = SimpleNamespace(engine=None, tokenizer=None, tools=tools)
+    monkeypatch.setattr(collect_module, "load_teacher", lambda *a, **k: teacher)
+    monkeypatch.setattr(collect_module, "collect", fake_collect)
+    monkeypatch.setattr(rl_data, "load_rl_samples", lambda path: [])
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    cache = Cache(out, False)
+    data = {"train": out / "data" / "train.jsonl"}
+    for mode in ("arpo", "none", "aepo"):
+        settings = DemoSettings(progress=False, rl_overrides=[f"rollout.branching.mode={mode}"])
+        stages.collect(settings, out, cache, data, say=lambda _: None)
+    assert len(loops) == 1  # collected once: the branching modes share the fingerprint
+    assert loops[0].branching is None  # the run that collected had mode=arpo

@@ -35,8 +35,10 @@ def tasks(settings, out: Path, cache) -> dict[str, Path]:
     return paths
 
 
-# Rollout and tool settings that never change a trajectory: how many per prompt, how parallel.
-_NOT_TRAJECTORY = ("n", "engine")
+# Rollout and tool settings that never change a trajectory of the demo's collection or
+# evaluation: how many per prompt, how parallel, and branching (an RL rollout's option: the
+# teacher collects and evaluation samples without it).
+_NOT_TRAJECTORY = ("n", "engine", "branching")
 _SAMPLING = ("temperature", "top_p", "top_k")
 _TOOLS_NOT_TRAJECTORY = ("max_concurrent",)
 
@@ -99,6 +101,7 @@ def collect(settings, out: Path, cache, data: dict[str, Path], say: Callable[[st
     else:
         samples = load_rl_samples(data["train"])
         loop = settings_from_config(config.rollout, tools=config.tools, seed=settings.seed)
+        loop.branching = None  # the RL recipe's branching is for RL's rollouts, not the teacher's
         result = collect_rows(teacher.engine, teacher.tokenizer, teacher.tools, samples, settings=loop)  # fmt: skip
         rows, stats = result.rows, result.stats
     teacher.tools.close()
