@@ -127,6 +127,12 @@ def test_algorithms_compares_each_variant_with_grpo_tcr_seed_by_seed(tmp_path, m
         run = next(o.split("=", 1)[1] for o in settings.rl_overrides if o.startswith("trainer.run_name="))  # fmt: skip
         name, seed = run[3:].rsplit("_s", 1)
         result.stages["timings"] = {"rl": 10.0}
+        if name == "cispo":  # a clip acted on 3% of tokens in one step, 1% in another
+            run_dir = Path(settings.out) / run
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rows = [{"step": 1, "actor/pg_clipfrac": 0.03}, {"step": 2},
+                    {"step": 3, "actor/pg_clipfrac": 0.01}]  # fmt: skip
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         for stage in result.stages["stages"]:
             if stage["name"] == "rl":
                 stage["summary"]["math"]["metrics"]["acc/avg@4"] = avg[name][int(seed)]
@@ -141,11 +147,13 @@ def test_algorithms_compares_each_variant_with_grpo_tcr_seed_by_seed(tmp_path, m
     assert table["cispo"]["avg_minus_baseline"]["mean"] == pytest.approx(0.1)
     assert table["cispo"]["avg_minus_baseline"]["ci95"] == [pytest.approx(0.1), pytest.approx(0.1)]
     assert compare.reading(table["cispo"]) == "better"
+    assert table["cispo"]["clip_fraction"] == pytest.approx(0.02)  # the step without one skipped
+    assert math.isnan(table["grpo_roc"]["clip_fraction"])  # no metrics: unknown, not 0
     # RoC − TCR = +0.05, −0.05, 0: mean 0, the interval spans 0.
     assert table["grpo_roc"]["avg_minus_baseline"]["mean"] == pytest.approx(0.0)
     assert compare.reading(table["grpo_roc"]) == "no difference at this scale"
     text = (tmp_path / "algorithms.md").read_text()
-    assert "| CISPO | 0.400 [" in text and "better |" in text
+    assert "| CISPO | 0.400 [" in text and "| 2.00% |" in text and "better |" in text
     assert (tmp_path / "algorithms_curves.png").stat().st_size > 0
     compare.algorithms(tmp_path, [0, 1, 2], base, only=only, say=lambda _: None)
     assert len(calls) == 9  # every (variant, seed) reused

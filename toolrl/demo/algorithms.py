@@ -119,6 +119,9 @@ def run_numbers(record: dict[str, Any], rl_dir: Path) -> dict[str, Any]:
         "tool_success": overall(rl, "tool/success_rate"),
         "length": overall(rl, "response_length/mean"),
         "rl_seconds": record["timings"]["rl"],
+        # How often a clip acted at all: where it never does, CISPO's and AEPO's clips equal
+        # the PPO clip (their gradients differ only on clipped tokens).
+        "clip_fraction": _mean_or_nan([m.get("actor/pg_clipfrac") for m in metrics]),
         "curve_acc": [m.get("acc/mean") for m in metrics],
         "curve_entropy": [m.get("actor/entropy") for m in metrics],
     }
@@ -138,16 +141,20 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
                 paired = [r[key] - b[key] for r, b in zip(rows, base, strict=True)]
                 mean, low, high = mean_ci(paired)
                 entry[f"{key}_minus_baseline"] = {"mean": mean, "ci95": [low, high]}
-        for key in ("tool_calls", "tool_success", "length", "rl_seconds"):
+        for key in ("tool_calls", "tool_success", "length", "clip_fraction", "rl_seconds"):
             entry[key] = statistics.fmean(r[key] for r in rows)
         # The last step that logged an entropy (a step without an update logs none).
         final = [
             next((v for v in reversed(r["curve_entropy"]) if v is not None), None) for r in rows
         ]
-        final = [v for v in final if v is not None]
-        entry["final_entropy"] = statistics.fmean(final) if final else float("nan")
+        entry["final_entropy"] = _mean_or_nan(final)
         table[name] = entry
     return table
+
+
+def _mean_or_nan(values: list[float | None]) -> float:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else float("nan")
 
 
 def reading(entry: dict[str, Any]) -> str:
@@ -168,9 +175,9 @@ def reading(entry: dict[str, Any]) -> str:
 def algorithms_markdown(result: dict[str, Any]) -> str:
     k, seeds = result["k"], result["seeds"]
     lines = [
-        f"Held-out avg@{k} / pass@{k} after RL (unweighted mean of the benchmarks), mean and 95% t-interval over seeds {seeds}; Δ is the paired difference from GRPO-TCR (same seed, same SFT model). Tool use and length are of the held-out responses after RL; entropy is the last RL step's; time is the RL stage's wall time.\n",
-        f"| variant | avg@{k} | Δ avg@{k} vs GRPO-TCR | pass@{k} | tool calls / resp | tool success | resp length | final entropy | RL time (s) | reading |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"Held-out avg@{k} / pass@{k} after RL (unweighted mean of the benchmarks), mean and 95% t-interval over seeds {seeds}; Δ is the paired difference from GRPO-TCR (same seed, same SFT model). Tool use and length are of the held-out responses after RL; entropy is the last RL step's; clipped is the mean fraction of response tokens a clip acted on in the policy updates; time is the RL stage's wall time.\n",
+        f"| variant | avg@{k} | Δ avg@{k} vs GRPO-TCR | pass@{k} | tool calls / resp | tool success | resp length | final entropy | clipped | RL time (s) | reading |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name, entry in result["table"].items():
         delta = entry.get("avg_minus_baseline")
@@ -182,6 +189,7 @@ def algorithms_markdown(result: dict[str, Any]) -> str:
             f"{entry['tool_success']:.2f}",
             f"{entry['length']:.0f}",
             f"{entry['final_entropy']:.3f}",
+            f"{100 * entry['clip_fraction']:.2f}%",
             f"{entry['rl_seconds']:.0f}",
             reading(entry),
         ]
