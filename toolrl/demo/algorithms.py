@@ -6,7 +6,8 @@ gets the same RL budget, data and held-out evaluation; only the RL overrides dif
 `<out>/stages_<variant>_s<seed>.json` (reused while its settings are unchanged, so an interrupted
 comparison resumes). The result: per variant, held-out avg@k and pass@k after RL with 95%
 t-intervals over seeds, the paired difference from GRPO-TCR (same seed, same SFT model), tool
-calls per response, tool success, response length, final training entropy and the RL wall time;
+calls per response, tool success, response length, final training entropy, the fraction of
+tokens a clip acted on, and the RL wall time;
 `algorithms.md`, `algorithms.json` and `algorithms_curves.png` (training accuracy and entropy
 per step, mean over seeds).
 """
@@ -175,7 +176,7 @@ def reading(entry: dict[str, Any]) -> str:
 def algorithms_markdown(result: dict[str, Any]) -> str:
     k, seeds = result["k"], result["seeds"]
     lines = [
-        f"Held-out avg@{k} / pass@{k} after RL (unweighted mean of the benchmarks), mean and 95% t-interval over seeds {seeds}; Δ is the paired difference from GRPO-TCR (same seed, same SFT model). Tool use and length are of the held-out responses after RL; entropy is the last RL step's; clipped is the mean fraction of response tokens a clip acted on in the policy updates; time is the RL stage's wall time.\n",
+        f"Held-out avg@{k} / pass@{k} after RL (unweighted mean of the benchmarks), mean and 95% t-interval over seeds {seeds}; Δ is the paired difference from GRPO-TCR (same seed, same SFT model). Tool use and length are of the held-out responses after RL; entropy is the last RL step's, on the trajectories it trained (GRPO-RoC's selection keeps confident ones, so it reads lower); clipped is the mean fraction of response tokens a clip acted on in the policy updates; time is the RL stage's wall time.\n",
         f"| variant | avg@{k} | Δ avg@{k} vs GRPO-TCR | pass@{k} | tool calls / resp | tool success | resp length | final entropy | clipped | RL time (s) | reading |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
