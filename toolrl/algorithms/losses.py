@@ -248,9 +248,10 @@ def gspo_loss(
     s_i·∇log π(y_it) (0 for a row whose s_i hit the clamp at e^10, as in verl). GSPO's own
     objective is `seq-mean-token-mean` (each sequence's tokens averaged, then the sequences):
     the default; the other modes weight sequences by their length (verl's GSPO always uses
-    seq-mean-token-mean; toolrl honours `loss_agg_mode`).
-    Then l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny (3e-4 / 4e-4) because a length-normalised ratio moves little. GSPO has no dual clip, so
-    `algorithm.clip_ratio_c` does not apply. `is_weights` (rollout correction) multiply l_it, as
+    seq-mean-token-mean; toolrl honours `loss_agg_mode`). Then
+    l_it = max(−A·s_it, −A·clip(s_it, 1 − ε_low, 1 + ε_high)); ε is tiny (3e-4 / 4e-4) because a
+    length-normalised ratio moves little. GSPO has no dual clip, so `algorithm.clip_ratio_c`
+    does not apply. `is_weights` (rollout correction) multiply l_it, as
     in `ppo_clip_loss`. Metrics are token-weighted, as for `ppo_clip_loss`.
     """
     valid = response_mask != 0

@@ -134,7 +134,8 @@ def sft(settings, out: Path, cache, model_path: Path, data: Path) -> Path:
     config = sft_config(settings, out, model_path, data)
     # Only the groups SFT reads: an RL, rollout or tool option added to toolrl (with its
     # default) leaves a trained SFT model reusable.
-    recipe = {group: config.to_dict()[group] for group in SFT_READS}
+    full = config.to_dict()
+    recipe = {group: full[group] for group in SFT_READS}
     key = {"model": cache.done.get("model"), "data": cache.done.get("collect"), "config": recipe}
     if settings.device != "cpu":  # a GPU trains a slightly different model (CPU keys unchanged)
         key["device"] = settings.device
